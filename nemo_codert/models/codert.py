@@ -1,0 +1,503 @@
+"""CoDERT: a teacher and a student transducer encoder trained in tandem (Swaminathan et al., Interspeech 2021).
+
+``CodertRNNTBPEModel`` is NeMo's ``EncDecRNNTBPEModel`` whose ``encoder`` is the teacher, plus a
+``student_encoder`` with its own projection into the joint. Per batch, one preprocessor and one spec-augment pass
+feed both encoders; the loss is
+
+    teacher_rnnt_weight · RNNT(teacher) + student_rnnt_weight · RNNT(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ)
+
+with z the encoder logits (``nemo_codert.losses.encoder_kd``) and the teacher side detached. With
+``share_decoder`` both encoders use one prediction network and joint ("implicit distillation"); the student's
+joint is a second ``RNNTJoint`` whose ``pred`` and ``joint_net`` *are* the teacher joint's modules and whose
+``enc`` is the student's own projection, so every NeMo component (decoding, WER, fused joint, export) works on the
+student unchanged.
+
+Inference (``forward``, ``decoding``, ``wer``, ``transcribe``) is the student's by default, because the student is
+what gets deployed; ``transcribe(..., use_teacher=True)`` and ``teacher_decoding`` give the teacher.
+
+Layout per mode:
+    tandem / static_teacher: teacher = (encoder, decoder, joint); student = (student_encoder,
+        decoder or student_decoder, student_joint).
+    student_only: a stock NeMo transducer whose ``encoder`` is built from ``model.student_encoder``: no teacher
+        module exists, so its cost and WER are an honest baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, open_dict
+
+from nemo.collections.asr.metrics.wer import WER
+from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
+from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
+from nemo.core.classes.common import typecheck
+from nemo.core.classes.mixins import AccessMixin
+from nemo.utils import logging, model_utils
+
+from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
+from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
+from nemo_codert.models.config import CodertConfig, parse_codert_config
+
+__all__ = ["CodertRNNTBPEModel", "TransducerSide"]
+
+# Input length (feature frames) of the probe that measures each encoder's frame rate at construction.
+_FRAME_PROBE_LENGTH = 1024
+
+
+@dataclass
+class TransducerSide:
+    """One complete transducer inside the CoDERT model: what export, decoding and the losses need."""
+
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    joint: torch.nn.Module
+    decoding: RNNTBPEDecoding
+    wer: WER
+
+
+class CodertRNNTBPEModel(EncDecRNNTBPEModel):
+    """NeMo BPE transducer with a CoDERT student encoder trained by in-place encoder-logit distillation."""
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        cfg = model_utils.convert_model_config_to_dict_config(cfg)
+        cfg = model_utils.maybe_update_config_version(cfg)
+        codert = parse_codert_config(cfg)
+
+        # Built first, alone, to learn its output width: the student's joint projection (and, in student_only,
+        # the joint itself) is sized by it, whatever kind of NeMo encoder the user chose.
+        student_encoder = EncDecRNNTModel.from_config_dict(cfg.student_encoder)
+        student_hidden = student_encoder._feat_out
+
+        restoring = self._is_model_being_restored()
+        if codert.mode == "static_teacher" and not restoring:
+            cfg = _adopt_teacher_architecture(cfg, codert.teacher_nemo)
+        if codert.mode == "student_only":
+            cfg = copy.deepcopy(cfg)
+            with open_dict(cfg):
+                cfg.encoder = copy.deepcopy(cfg.student_encoder)
+                cfg.model_defaults.enc_hidden = student_hidden
+
+        super().__init__(cfg=cfg, trainer=trainer)
+        self.codert: CodertConfig = codert
+        self._infer_teacher = False  # set only inside use_side("teacher")
+
+        if codert.cpu_rnnt_loss == "vectorised":
+            # Same constructor arguments NeMo used; CUDA tensors still reach NeMo's numba kernel through it.
+            loss_name, loss_kwargs = self.extract_rnnt_loss_cfg(self.cfg.get("loss", None))
+            self.loss = CpuRNNTLoss(
+                num_classes=self.joint.num_classes_with_blank - 1,
+                loss_name=loss_name,
+                loss_kwargs=loss_kwargs,
+                reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
+            )
+
+        if self.has_teacher:
+            self.student_encoder = student_encoder
+            _check_same_frame_rate(self.encoder, self.student_encoder, self.cfg.encoder.feat_in)
+            if codert.share_decoder:
+                self.student_decoder = None
+            else:
+                self.student_decoder = EncDecRNNTModel.from_config_dict(self.cfg.decoder)
+            self.student_joint = self._build_student_joint(student_hidden, share=codert.share_decoder)
+            if codert.mode == "static_teacher":
+                if not restoring:
+                    self._load_static_teacher(codert.teacher_nemo)
+                for module in self._frozen_teacher_modules():
+                    module.requires_grad_(False)
+                    module.eval()
+        # Builds the student's decoding and WER next to the teacher's, and hands both joints the loss.
+        self.change_decoding_strategy(self.cfg.decoding, verbose=False)
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.codert.mode != "student_only"
+
+    @property
+    def student(self) -> TransducerSide:
+        """The student transducer (what gets deployed)."""
+        if not self.has_teacher:
+            return TransducerSide(self.encoder, self.decoder, self.joint, self.decoding, self.wer)
+        decoder = self.decoder if self.student_decoder is None else self.student_decoder
+        return TransducerSide(self.student_encoder, decoder, self.student_joint, self.decoding, self.wer)
+
+    @property
+    def teacher(self) -> TransducerSide:
+        if not self.has_teacher:
+            raise ValueError("model.codert.mode is 'student_only': this model has no teacher")
+        return TransducerSide(self.encoder, self.decoder, self.joint, self.teacher_decoding, self.teacher_wer)
+
+    def _build_student_joint(self, student_hidden: int, share: bool) -> torch.nn.Module:
+        joint_cfg = copy.deepcopy(self.cfg.joint)
+        with open_dict(joint_cfg):
+            joint_cfg.jointnet.encoder_hidden = student_hidden
+        joint = EncDecRNNTModel.from_config_dict(joint_cfg)
+        if share:
+            # Implicit distillation: the same module objects, so one set of weights learns from both encoders.
+            joint.pred = self.joint.pred
+            joint.joint_net = self.joint.joint_net
+        return joint
+
+    def _frozen_teacher_modules(self) -> List[torch.nn.Module]:
+        # With a shared decoder the student plugs into the static teacher's prediction network and joint as they
+        # are, so they stay frozen too: the student learns its encoder and its projection only.
+        return [self.encoder, self.decoder, self.joint]
+
+    def _load_static_teacher(self, path: str) -> None:
+        teacher = _restore_teacher(path)
+        mine, theirs = list(self.tokenizer.vocab), list(teacher.tokenizer.vocab)
+        if mine != theirs:
+            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+            raise ValueError(
+                f"model.codert.teacher_nemo: the tokenizer of {path} ({len(theirs)} tokens) differs from "
+                f"model.tokenizer ({len(mine)} tokens), first at index {first}; teacher and student must share "
+                "one vocabulary"
+            )
+        for name in ("encoder", "decoder", "joint"):
+            state = {k: v for k, v in getattr(teacher, name).state_dict().items() if not k.startswith("_loss.")}
+            getattr(self, name).load_state_dict(state, strict=True)
+        logging.info(f"CoDERT: static teacher loaded from {path}")
+
+    def train(self, mode: bool = True) -> "CodertRNNTBPEModel":
+        super().train(mode)
+        if self.codert.mode == "static_teacher":
+            # A frozen teacher must also keep its batch-norm statistics and drop no units.
+            for module in self._frozen_teacher_modules():
+                module.eval()
+        return self
+
+    def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
+        # NeMo builds decoding/WER on (decoder, joint): the teacher here. Keep them as the teacher's and put the
+        # student's in the attributes NeMo's inference path reads (decoding, wer).
+        super().change_decoding_strategy(decoding_cfg, verbose=verbose)
+        if not self.has_teacher:
+            return
+        self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
+        side = self.student
+        self.decoding = RNNTBPEDecoding(
+            decoding_cfg=self.cfg.decoding, decoder=side.decoder, joint=side.joint, tokenizer=self.tokenizer
+        )
+        self.wer = WER(
+            decoding=self.decoding,
+            batch_dim_index=self.teacher_wer.batch_dim_index,
+            use_cer=self.teacher_wer.use_cer,
+            log_prediction=self.teacher_wer.log_prediction,
+            dist_sync_on_step=True,
+        )
+        if side.joint.fuse_loss_wer:
+            side.joint.set_loss(self.loss)
+            side.joint.set_wer(self.wer)
+        side.joint.temperature = self.joint.temperature
+
+    # ------------------------------------------------------------------ forward
+
+    def _features(
+        self, input_signal=None, input_signal_length=None, processed_signal=None, processed_signal_length=None
+    ):
+        """One preprocessor and one spec-augment pass: both encoders must see exactly the same features."""
+        if processed_signal is None:
+            if input_signal is None or input_signal_length is None:
+                raise ValueError("pass either input_signal and input_signal_length, or processed_signal and length")
+            processed_signal, processed_signal_length = self.preprocessor(
+                input_signal=input_signal, length=input_signal_length
+            )
+        if self.spec_augmentation is not None and self.training:
+            processed_signal = self.spec_augmentation(input_spec=processed_signal, length=processed_signal_length)
+        return processed_signal, processed_signal_length
+
+    @typecheck()
+    def forward(
+        self, input_signal=None, input_signal_length=None, processed_signal=None, processed_signal_length=None
+    ):
+        """Acoustic forward of the side selected for inference (the student unless inside ``use_side``)."""
+        features, lengths = self._features(input_signal, input_signal_length, processed_signal, processed_signal_length)
+        encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
+        return encoder(audio_signal=features, length=lengths)
+
+    @contextlib.contextmanager
+    def use_side(self, side: str) -> Iterator[None]:
+        """Run NeMo's inference path (forward + decoding) on 'student' (default) or 'teacher'."""
+        if side not in ("student", "teacher"):
+            raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
+        if side == "student":
+            yield
+            return
+        teacher = self.teacher  # raises for student_only
+        saved = self.decoding
+        self.decoding, self._infer_teacher = teacher.decoding, True
+        try:
+            yield
+        finally:
+            self.decoding, self._infer_teacher = saved, False
+
+    def transcribe(self, audio, *args, use_teacher: bool = False, **kwargs):
+        """NeMo's ``transcribe``; the student transcribes unless ``use_teacher=True``."""
+        with self.use_side("teacher" if use_teacher else "student"):
+            return super().transcribe(audio, *args, **kwargs)
+
+    # ------------------------------------------------------------------ losses
+
+    def _transducer_loss(
+        self,
+        side: TransducerSide,
+        encoded: torch.Tensor,
+        encoded_len: torch.Tensor,
+        decoder_out: Optional[torch.Tensor],
+        target_len: torch.Tensor,
+        transcript: torch.Tensor,
+        transcript_len: torch.Tensor,
+        compute_wer: bool,
+    ):
+        """RNN-T loss (None without decoder output) and WER counts of one side, via NeMo's joint/loss/WER."""
+        if side.joint.fuse_loss_wer:
+            loss, _, wer_num, wer_denom = side.joint(
+                encoder_outputs=encoded,
+                decoder_outputs=decoder_out,
+                encoder_lengths=encoded_len,
+                transcripts=transcript,
+                transcript_lengths=target_len,
+                compute_wer=compute_wer,
+            )
+            return loss, wer_num, wer_denom
+        loss = None
+        if decoder_out is not None:
+            joint_out = side.joint(encoder_outputs=encoded, decoder_outputs=decoder_out)
+            loss = self.loss(
+                log_probs=joint_out, targets=transcript, input_lengths=encoded_len, target_lengths=target_len
+            )
+        wer_num = wer_denom = None
+        if compute_wer:
+            side.wer.update(
+                predictions=encoded,
+                predictions_lengths=encoded_len,
+                targets=transcript,
+                targets_lengths=transcript_len,
+            )
+            _, wer_num, wer_denom = side.wer.compute()
+            side.wer.reset()
+        return loss, wer_num, wer_denom
+
+    def _kd(self, student_enc, teacher_enc, lengths) -> torch.Tensor:
+        return encoder_kd_loss(
+            encoder_logits(self.student.joint, student_enc),
+            encoder_logits(self.teacher.joint, teacher_enc),
+            lengths,
+            temperature=self.codert.kd_temperature,
+        )
+
+    def _encode_teacher(self, features, lengths):
+        # A static teacher is a constant function of the input: no graph, no gradient, no cost beyond inference.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.codert.mode == "tandem"):
+            encoded, encoded_len = self.encoder(audio_signal=features, length=lengths)
+        return encoded, encoded_len
+
+    def _decoder_outputs(self, transcript, transcript_len) -> Dict[str, Any]:
+        """Prediction-network outputs per side; a shared decoder runs once for both."""
+        out = {"student": self.student.decoder(targets=transcript, target_length=transcript_len)[:2]}
+        if self.has_teacher:
+            if self.teacher.decoder is self.student.decoder:
+                out["teacher"] = out["student"]
+            else:
+                out["teacher"] = self.teacher.decoder(targets=transcript, target_length=transcript_len)[:2]
+        return out
+
+    def codert_losses(
+        self,
+        signal: torch.Tensor,
+        signal_len: torch.Tensor,
+        transcript: torch.Tensor,
+        transcript_len: torch.Tensor,
+        compute_wer: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """All CoDERT loss terms of one batch: ``loss`` (the weighted total) and its parts.
+
+        Keys: loss, rnnt_student, rnnt_teacher (tandem only), kd (with a teacher), encoded_len, and wer_num /
+        wer_denom of the student when ``compute_wer``.
+        """
+        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
+        decoded = self._decoder_outputs(transcript, transcript_len)
+        student = self.student
+        enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
+        loss_s, wer_num, wer_denom = self._transducer_loss(
+            student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
+        )
+        out = {"rnnt_student": loss_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
+        loss = self.codert.student_rnnt_weight * loss_s
+
+        if self.has_teacher:
+            enc_t, enc_t_len = self._encode_teacher(features, feature_len)
+            if not torch.equal(enc_t_len, enc_s_len):
+                raise RuntimeError(
+                    f"CoDERT: teacher and student encoders emitted different frame counts "
+                    f"({enc_t_len.tolist()} vs {enc_s_len.tolist()}); they must share one frame rate"
+                )
+            if self.codert.mode == "tandem":
+                loss_t, _, _ = self._transducer_loss(
+                    self.teacher, enc_t, enc_t_len, *decoded["teacher"], transcript, transcript_len, False
+                )
+                loss = loss + self.codert.teacher_rnnt_weight * loss_t
+                out["rnnt_teacher"] = loss_t
+            # λ = 0 (implicit distillation only): KD is still reported, but builds no graph.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.codert.kd_weight > 0):
+                kd = self._kd(enc_s, enc_t, enc_s_len)
+            loss = loss + self.codert.kd_weight * self.codert.kd_temperature**2 * kd
+            out["kd"] = kd
+        out["loss"] = loss
+        return out
+
+    def training_step(self, batch, batch_nb):
+        if AccessMixin.is_access_enabled(self.model_guid):
+            AccessMixin.reset_registry(self)
+        signal, signal_len, transcript, transcript_len = batch
+
+        trainer = getattr(self, "_trainer", None)
+        log_every = trainer.log_every_n_steps if trainer is not None else 1
+        sample_id = trainer.global_step if trainer is not None else batch_nb
+        compute_wer = (sample_id + 1) % log_every == 0
+
+        out = self.codert_losses(signal, signal_len, transcript, transcript_len, compute_wer=compute_wer)
+        loss = self.add_auxiliary_losses(out["loss"])
+        if AccessMixin.is_access_enabled(self.model_guid):
+            AccessMixin.reset_registry(self)
+
+        logs = {f"train_{k}": out[k].detach() for k in ("rnnt_student", "rnnt_teacher", "kd") if k in out}
+        logs["train_loss"] = loss.detach()
+        logs["learning_rate"] = self._optimizer.param_groups[0]["lr"]
+        logs["global_step"] = torch.tensor(self.trainer.global_step, dtype=torch.float32)
+        if compute_wer:
+            logs["training_batch_wer"] = out["wer_num"].float() / out["wer_denom"]
+        self.log_dict(logs)
+
+        if self._optim_normalize_joint_txu:
+            self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
+        return {"loss": loss}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _eval_sides(self) -> Dict[str, TransducerSide]:
+        """Metric-name suffix -> side. The student's metrics carry NeMo's plain names (val_wer is monitored)."""
+        sides = {"": self.student}
+        if self.has_teacher:
+            sides["_teacher"] = self.teacher
+        return sides
+
+    def validation_pass(self, batch, batch_idx, dataloader_idx=0):
+        signal, signal_len, transcript, transcript_len = batch
+        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
+        del signal
+
+        if self.compute_eval_loss:
+            decoded = self._decoder_outputs(transcript, transcript_len)
+        logs, encoded = {}, {}
+        for suffix, side in self._eval_sides().items():
+            enc, enc_len = side.encoder(audio_signal=features, length=feature_len)
+            encoded[suffix] = (enc, enc_len)
+            name = "student" if suffix == "" else "teacher"
+            decoder_out, target_len = decoded[name] if self.compute_eval_loss else (None, transcript_len)
+            loss, wer_num, wer_denom = self._transducer_loss(
+                side, enc, enc_len, decoder_out, target_len, transcript, transcript_len, compute_wer=True
+            )
+            if loss is not None:
+                logs[f"val_loss{suffix}"] = loss
+            logs[f"val_wer_num{suffix}"] = wer_num
+            logs[f"val_wer_denom{suffix}"] = wer_denom
+            logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
+        if self.has_teacher:
+            (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
+            logs["val_kd"] = self._kd(enc_s, enc_t, enc_s_len)
+
+        self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
+        return logs
+
+    def _epoch_metrics(self, outputs: List[Dict[str, torch.Tensor]], prefix: str) -> Dict[str, Any]:
+        logs = {}
+        for suffix in self._eval_sides():
+            if f"{prefix}_loss{suffix}" in outputs[0]:
+                logs[f"{prefix}_loss{suffix}"] = torch.stack([x[f"{prefix}_loss{suffix}"] for x in outputs]).mean()
+            num = torch.stack([x[f"{prefix}_wer_num{suffix}"] for x in outputs]).sum()
+            denom = torch.stack([x[f"{prefix}_wer_denom{suffix}"] for x in outputs]).sum()
+            logs[f"{prefix}_wer{suffix}"] = num.float() / denom
+        if f"{prefix}_kd" in outputs[0]:
+            logs[f"{prefix}_kd"] = torch.stack([x[f"{prefix}_kd"] for x in outputs]).mean()
+        return {**logs, "log": logs}
+
+    def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):
+        return self._epoch_metrics(outputs, "val")
+
+    def multi_test_epoch_end(self, outputs, dataloader_idx: int = 0):
+        return self._epoch_metrics(outputs, "test")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _frame_count(encoder: torch.nn.Module, feat_in: int) -> int:
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            probe = torch.zeros(1, feat_in, _FRAME_PROBE_LENGTH)
+            _, length = encoder(audio_signal=probe, length=torch.tensor([_FRAME_PROBE_LENGTH]))
+    finally:
+        encoder.train(was_training)
+    return int(length[0])
+
+
+def _check_same_frame_rate(teacher: torch.nn.Module, student: torch.nn.Module, feat_in: int) -> None:
+    """KD pairs teacher and student frame by frame, so both encoders must subsample alike.
+
+    Measured, not read from the config: encoders name their subsampling differently (or not at all).
+    """
+    frames_t, frames_s = _frame_count(teacher, feat_in), _frame_count(student, feat_in)
+    if frames_t != frames_s:
+        raise ValueError(
+            f"model.student_encoder: subsampling factor {_FRAME_PROBE_LENGTH / frames_s:g} differs from the teacher "
+            f"model.encoder's {_FRAME_PROBE_LENGTH / frames_t:g} ({frames_s} vs {frames_t} frames for "
+            f"{_FRAME_PROBE_LENGTH} input frames); CoDERT distils frame by frame, so both must emit the same frames"
+        )
+
+
+def _restore_teacher(path: str) -> EncDecRNNTModel:
+    from nemo.collections.asr.models import ASRModel
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
+    try:
+        teacher = ASRModel.restore_from(path, map_location="cpu")
+    except Exception as e:
+        raise ValueError(f"model.codert.teacher_nemo: {path} could not be restored as a NeMo model: {e}") from e
+    if not isinstance(teacher, EncDecRNNTModel):
+        raise TypeError(
+            f"model.codert.teacher_nemo: {path} holds a {type(teacher).__name__}, not a NeMo RNN-T (transducer) model"
+        )
+    return teacher
+
+
+def _adopt_teacher_architecture(cfg: DictConfig, path: str) -> DictConfig:
+    """A static teacher's architecture is the one in its .nemo: the config need not (and cannot) disagree."""
+    from nemo.collections.asr.models import ASRModel
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
+    try:
+        teacher_cfg = ASRModel.restore_from(path, return_config=True)
+    except Exception as e:
+        raise ValueError(f"model.codert.teacher_nemo: {path} is not a readable .nemo: {e}") from e
+    if "encoder" not in teacher_cfg or "joint" not in teacher_cfg or "decoder" not in teacher_cfg:
+        raise TypeError(f"model.codert.teacher_nemo: {path} is not a NeMo RNN-T model (no encoder/decoder/joint)")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.encoder = teacher_cfg.encoder
+        cfg.decoder = teacher_cfg.decoder
+        cfg.joint.jointnet = teacher_cfg.joint.jointnet
+        cfg.model_defaults.enc_hidden = teacher_cfg.joint.jointnet.encoder_hidden
+        cfg.model_defaults.pred_hidden = teacher_cfg.joint.jointnet.pred_hidden
+    return cfg

@@ -1,0 +1,66 @@
+"""The ``model.codert`` section of a CoDERT config: schema, defaults and validation.
+
+Everything else in a CoDERT config is a stock NeMo transducer config (plus ``model.student_encoder``), so this is
+the only schema the package adds. Values are checked once, at model construction, and every error names the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = ["CodertConfig", "MODES", "parse_codert_config"]
+
+#: tandem: teacher and student learn together (the paper's in-place distillation).
+#: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
+#: student_only: the student alone, no teacher built or run (the honest baseline).
+MODES = ("tandem", "static_teacher", "student_only")
+CPU_RNNT_LOSSES = ("vectorised", "nemo")
+
+
+@dataclass
+class CodertConfig:
+    mode: str = "tandem"
+    kd_weight: float = 1.0  # λ
+    kd_temperature: float = 1.0  # τ
+    student_rnnt_weight: float = 1.0
+    teacher_rnnt_weight: float = 1.0
+    # One prediction network and joint for both encoders ("implicit distillation"); false is the paper's ablation.
+    share_decoder: bool = True
+    teacher_nemo: Optional[str] = None
+    # RNN-T loss for CPU tensors: our exact vectorised kernel, or NeMo's own (Python loops; slow but the reference).
+    # CUDA tensors always go to NeMo's numba kernel.
+    cpu_rnnt_loss: str = "vectorised"
+
+
+def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
+    """Validate ``model.codert`` (missing section = all defaults) and ``model.student_encoder``."""
+    section = model_cfg.get("codert", None)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(CodertConfig), section if section is not None else {})
+    except OmegaConfBaseException as e:  # unknown key or wrong type: OmegaConf's message names the key
+        raise ValueError(f"model.codert: {e}") from None
+    cfg: CodertConfig = OmegaConf.to_object(merged)
+
+    if cfg.mode not in MODES:
+        raise ValueError(f"model.codert.mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
+    if cfg.cpu_rnnt_loss not in CPU_RNNT_LOSSES:
+        raise ValueError(
+            f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"
+        )
+    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
+    if cfg.kd_temperature <= 0:
+        raise ValueError(f"model.codert.kd_temperature: must be > 0, got {cfg.kd_temperature}")
+    if cfg.mode == "static_teacher" and not cfg.teacher_nemo:
+        raise ValueError("model.codert.teacher_nemo: mode 'static_teacher' needs the path of the teacher's .nemo")
+    if model_cfg.get("student_encoder", None) is None:
+        raise ValueError(
+            "model.student_encoder: missing. A CoDERT config is a NeMo transducer config whose `encoder` is the "
+            "teacher, plus a `student_encoder` section (any NeMo encoder config, e.g. a smaller ConformerEncoder)"
+        )
+    return cfg

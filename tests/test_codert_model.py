@@ -1,0 +1,231 @@
+"""CoDERT model behaviour on real NeMo modules, real eSpeak audio and NeMo's own dataloaders."""
+
+from __future__ import annotations
+
+import pytest
+import sentencepiece as spm
+import torch
+from omegaconf import open_dict
+
+from nemo.collections.asr.models import EncDecRNNTBPEModel
+
+from conftest import first_batch, make_trainer, tiny_config
+from nemo_codert.models import CodertRNNTBPEModel
+
+
+def _teacher_only_params(model):
+    """Parameters only the teacher uses: its encoder and its projection into the joint."""
+    return {f"encoder.{n}": p for n, p in model.encoder.named_parameters()} | {
+        f"joint.enc.{n}": p for n, p in model.joint.enc.named_parameters()
+    }
+
+
+def _save_teacher(cfg, path, seed=0):
+    """A stock NeMo transducer (NeMo's class, not ours) standing in for a user's pre-trained teacher."""
+    torch.manual_seed(seed)
+    teacher = EncDecRNNTBPEModel(cfg=cfg)
+    teacher.save_to(str(path))
+    return teacher
+
+
+def test_kd_is_zero_with_zero_gradient_when_student_copies_teacher(corpus):
+    cfg = tiny_config(corpus)
+    with open_dict(cfg):
+        cfg.student_encoder = cfg.encoder
+    model = CodertRNNTBPEModel(cfg=cfg)
+    model.student_encoder.load_state_dict(model.encoder.state_dict())
+    model.student_joint.enc.load_state_dict(model.joint.enc.state_dict())
+    model.eval()
+
+    signal, signal_len, transcript, transcript_len = first_batch(model)
+    out = model.codert_losses(signal, signal_len, transcript, transcript_len)
+    assert out["kd"].abs().item() < 1e-6
+    out["kd"].backward()
+    for name, p in model.student_encoder.named_parameters():
+        assert p.grad is None or p.grad.abs().max().item() < 1e-6, name
+
+
+def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus))
+    model.train()
+    batch = first_batch(model)
+
+    out = model.codert_losses(*batch)
+    out["kd"].backward(retain_graph=True)
+    for name, p in _teacher_only_params(model).items():
+        assert p.grad is None or not p.grad.any(), f"KD reached teacher parameter {name}"
+    student_grads = [p.grad for p in model.student_encoder.parameters() if p.grad is not None]
+    assert student_grads and any(g.abs().sum() > 0 for g in student_grads), "KD must train the student"
+
+    # The same check would catch a leak: the teacher's own RNN-T loss does reach those parameters.
+    out["rnnt_teacher"].backward()
+    assert any(p.grad is not None and p.grad.any() for p in _teacher_only_params(model).values())
+
+
+def test_static_teacher_stays_bit_identical(corpus, tmp_path):
+    base = tiny_config(corpus)
+    teacher = _save_teacher(base, tmp_path / "teacher.nemo")
+    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
+    trainer = make_trainer(max_steps=3)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")}
+    for k, v in teacher.encoder.state_dict().items():
+        assert torch.equal(frozen[f"encoder.{k}"], v), f"teacher weight {k} not loaded from the .nemo"
+    student_before = {k: v.clone() for k, v in model.student_encoder.state_dict().items()}
+
+    trainer.fit(model)
+
+    after = model.state_dict()
+    for k, v in frozen.items():  # parameters and batch-norm statistics alike
+        assert torch.equal(after[k], v), f"static teacher tensor {k} changed during training"
+    assert any(not torch.equal(v, model.student_encoder.state_dict()[k]) for k, v in student_before.items())
+    assert "train_rnnt_teacher" not in trainer.callback_metrics
+
+
+def test_student_only_builds_no_teacher(corpus):
+    cfg = tiny_config(corpus, **{"codert.mode": "student_only"})
+    model = CodertRNNTBPEModel(cfg=cfg)
+
+    assert not hasattr(model, "student_encoder") and not hasattr(model, "student_joint")
+    assert model.encoder._feat_out == cfg.student_encoder.d_model
+    with pytest.raises(ValueError, match="no teacher"):
+        model.teacher
+    # Exactly the parameters of a stock NeMo transducer whose encoder is the student.
+    stock_cfg = tiny_config(corpus)
+    with open_dict(stock_cfg):
+        stock_cfg.encoder = stock_cfg.student_encoder
+        stock_cfg.model_defaults.enc_hidden = stock_cfg.student_encoder.d_model
+    stock = EncDecRNNTBPEModel(cfg=stock_cfg)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in stock.parameters())
+
+    out = model.codert_losses(*first_batch(model))
+    assert set(k for k in out if out[k] is not None) == {"loss", "rnnt_student", "encoded_len"}
+
+
+@pytest.mark.parametrize("mode", ["tandem", "student_only"])
+def test_fused_and_unfused_joint_give_the_same_losses(corpus, mode):
+    torch.manual_seed(0)
+    unfused = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": mode, "joint.fuse_loss_wer": False}))
+    fused = CodertRNNTBPEModel(
+        cfg=tiny_config(corpus, **{"codert.mode": mode, "joint.fuse_loss_wer": True, "joint.fused_batch_size": 3})
+    )
+    fused.load_state_dict(unfused.state_dict())
+    batch = first_batch(unfused)
+    results = []
+    for model in (unfused, fused):
+        model.eval()
+        out = model.codert_losses(*batch)
+        out["loss"].backward()
+        grad = torch.cat([p.grad.flatten() for p in model.student.encoder.parameters() if p.grad is not None])
+        results.append((out, grad))
+    (a, grad_a), (b, grad_b) = results
+    for key in ("loss", "rnnt_student", "rnnt_teacher", "kd"):
+        if key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-6)
+
+
+def test_subsampling_mismatch_is_a_clear_error(corpus):
+    cfg = tiny_config(corpus, **{"student_encoder.subsampling_factor": 4})
+    with pytest.raises(ValueError, match=r"model.student_encoder: subsampling factor 4 differs .* teacher .*'s 8"):
+        CodertRNNTBPEModel(cfg=cfg)
+
+
+def test_tokenizer_mismatch_is_a_clear_error(corpus, tmp_path):
+    # A teacher trained with another vocabulary: same text, different BPE size.
+    other = tmp_path / "other_tokenizer"
+    other.mkdir()
+    _train_tokenizer_from_manifest(corpus, other)
+    (other / "vocab.txt").write_text(
+        "\n".join(line.split("\t")[0] for line in (other / "tokenizer.vocab").read_text().splitlines()) + "\n"
+    )
+    teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other)})
+    _save_teacher(teacher_cfg, tmp_path / "teacher.nemo")
+
+    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
+    with pytest.raises(ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"):
+        CodertRNNTBPEModel(cfg=cfg)
+
+
+def _train_tokenizer_from_manifest(corpus, out_dir):
+    import json
+
+    texts = [json.loads(line)["text"] for line in corpus.train_manifest.read_text().splitlines()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=48,
+        model_type="bpe",
+        character_coverage=1.0,
+    )
+
+
+def test_nemo_round_trip_gives_identical_outputs(corpus, tmp_path):
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus))
+    model.eval()
+    path = tmp_path / "codert.nemo"
+    model.save_to(str(path))
+    restored = CodertRNNTBPEModel.restore_from(str(path), map_location="cpu")
+    restored.eval()
+    assert type(restored) is CodertRNNTBPEModel
+
+    signal, signal_len, _, _ = first_batch(model)
+    with torch.no_grad():
+        for side in ("student", "teacher"):
+            with model.use_side(side), restored.use_side(side):
+                a, a_len = model(input_signal=signal, input_signal_length=signal_len)
+                b, b_len = restored(input_signal=signal, input_signal_length=signal_len)
+            assert torch.equal(a, b) and torch.equal(a_len, b_len), side
+    audio = [json_line["audio_filepath"] for json_line in _manifest(corpus.dev_manifest)[:3]]
+    for use_teacher in (False, True):
+        assert [h.text for h in model.transcribe(audio, use_teacher=use_teacher, verbose=False)] == [
+            h.text for h in restored.transcribe(audio, use_teacher=use_teacher, verbose=False)
+        ]
+
+
+def _manifest(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_short_training_run_lowers_student_loss(corpus):
+    torch.manual_seed(0)
+    trainer = make_trainer(max_steps=12)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus), trainer=trainer)
+    batch = first_batch(model)
+
+    def student_loss():
+        model.eval()
+        with torch.no_grad():
+            return model.codert_losses(*batch)["rnnt_student"].item()
+
+    before = student_loss()
+    trainer.fit(model)
+    after = student_loss()
+    assert after < 0.8 * before, (before, after)
+    assert {"train_loss", "train_rnnt_student", "train_rnnt_teacher", "train_kd"} <= set(trainer.callback_metrics)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"codert.mode": "tandom"}, r"model.codert.mode: 'tandom' is not one of"),
+        ({"codert.kd_weight": -1.0}, r"model.codert.kd_weight: must be >= 0"),
+        ({"codert.kd_temperature": 0.0}, r"model.codert.kd_temperature: must be > 0"),
+        ({"codert.mode": "static_teacher"}, r"model.codert.teacher_nemo: mode 'static_teacher' needs"),
+        ({"codert.kd_wieght": 1.0}, r"model.codert: .*kd_wieght"),
+    ],
+)
+def test_bad_codert_config_is_a_clear_error(corpus, override, message):
+    with pytest.raises(ValueError, match=message):
+        CodertRNNTBPEModel(cfg=tiny_config(corpus, **override))
+
+
+def test_missing_student_encoder_is_a_clear_error(corpus):
+    cfg = tiny_config(corpus)
+    with open_dict(cfg):
+        del cfg["student_encoder"]
+    with pytest.raises(ValueError, match="model.student_encoder: missing"):
+        CodertRNNTBPEModel(cfg=cfg)
