@@ -27,16 +27,24 @@ Exactly the function NeMo's CPU path computes (see ``RNNTLossNumba.forward`` and
 Algorithm and complexity
 ------------------------
 The (t, u) lattice is processed by anti-diagonals ``n = t + u``: all cells of a diagonal depend only on
-the previous diagonal, so each of the ``T + U - 1`` steps is two tensor ops over a ``(U+1, 2B)`` slice,
-for the whole batch at once. Alphas and betas run in the *same* loop: betas are computed as the alphas of
-each utterance's reversed lattice (an index gather flips each utterance at its own ``(T_b, U_b)``, so
-ragged lengths need no masking inside the loop). The recursions run in float64 (the tensors are only
-``B*T*U`` large, so this is free) which makes them more accurate than NeMo's fp32 recursion.
+the previous diagonal, so each of the ``T + U - 1`` steps is two tensor ops (an add and a ``logaddexp``)
+over a ``(2, U, 2B)`` slice, for the whole batch at once. Alphas and betas run in the *same* loop: betas
+are the alphas of each utterance's reversed lattice (one index gather flips each utterance at its own
+``(T_b, U_b)``, so ragged lengths need no masking inside the loop). The recursions run in float64 (they
+only hold ``B*T*U`` values, so this costs nothing measurable) which makes them more accurate than NeMo's,
+which run in the input dtype.
 
-* time: ``O(B*T*U*V)`` memory-bound work (one ``log_softmax`` in forward, one ``exp`` + one ``mul`` in
-  backward, done in place on the saved log-softmax buffer, so the gradient is allocated once) plus
-  ``O(B*T*U)`` index/recursion work in ``2*(T+U)`` small torch ops -- no per-cell Python work;
-* memory: one ``B*T*U*V`` buffer (the same as NeMo, which stores its gradient from forward to backward).
+* forward: one ``softmax`` pass over the ``B*T*U*V`` joint; the lattice needs only the log of the 2 used
+  probabilities per cell (cells where such a probability underflows are recomputed exactly with
+  ``log_softmax`` in float64); the softmax is kept for backward instead of the log-softmax, which saves
+  a full ``exp`` pass;
+* backward: the gradient ``softmax * sum(occ) - occ`` is written in place into that softmax buffer (one
+  multiply pass plus a 2-per-cell ``scatter_add_``), so the gradient is allocated once, in forward;
+* time: ``O(B*T*U*V)`` memory-bound work as above plus ``O(B*T*U)`` index/recursion work in about
+  ``2*(T+U)`` small torch calls -- no per-cell Python work;
+* memory: one ``B*T*U*V`` buffer held from forward to backward, plus a reference to the activations (kept
+  for a repeated backward, e.g. gradcheck) and ``O(B*T*U)``. NeMo's CPU path holds its log-softmax output
+  and a gradient tensor of that size.
 
 Dispatch
 --------
@@ -79,60 +87,66 @@ def _lattice_indices(
 ) -> torch.Tensor:
     """Flat indices into ``cat(lp2.flatten(), [-inf, 0])`` laying the transition log-probs out by diagonal.
 
-    Result shape (N, U+1, R, 2), N = T+U-1 diagonals, column c <-> u = c-1 (column 0 is a -inf dummy so the
-    "emit" neighbour of u=0 needs no special case), R = B alpha rows (+ B reversed-lattice beta rows).
-    ``[..., 0]``: blank log-prob of the transition arriving at (n, c); ``[..., 1]``: emit log-prob of the
-    transition leaving column c of diagonal n-1 (it lands on column c+1 of diagonal n).
+    Result shape (N, 2, U, R): N = T+U-1 diagonals n = t+u; R = B alpha rows (+ B beta rows). For the
+    recursion state of diagonal n-1 stored in columns 0..U (column c <-> u = c-1, column 0 a -inf dummy so
+    that u=0 needs no special case), ``[n, 0, j]`` is the emit log-prob of the transition leaving column j
+    and ``[n, 1, j]`` the blank log-prob of the transition arriving at column j+1 of diagonal n.
     """
     batch = act_lens.shape[0]
     n_diag = max_t + max_u - 1
-    cells = batch * max_t * max_u * 2
-    neg_slot, zero_slot = cells, cells + 1
+    neg_slot = batch * max_t * max_u * 2
+    zero_slot = neg_slot + 1
+    rows = 2 * batch if with_betas else batch
+    # int32 halves the memory traffic of this index arithmetic; index_select accepts it.
+    itype = torch.int32 if neg_slot + 2 < 2**31 else torch.long
+    out = torch.empty(n_diag, 2, max_u, rows, dtype=itype)
 
-    n = torch.arange(n_diag).view(-1, 1, 1)
-    c = torch.arange(max_u + 1).view(1, -1, 1)
-    b = torch.arange(batch).view(1, 1, -1)
-    base = b * (max_t * max_u)
+    n = torch.arange(n_diag, dtype=itype).view(-1, 1, 1)
+    j = torch.arange(max_u, dtype=itype).view(1, -1, 1)
+    base = torch.arange(batch, dtype=itype).view(1, 1, -1) * (max_t * max_u * 2)
+    neg = torch.tensor(neg_slot, dtype=itype)
 
-    def flat(t: torch.Tensor, u: torch.Tensor, valid: torch.Tensor, slot: int) -> torch.Tensor:
-        idx = (base + t.clamp(0, max_t - 1) * max_u + u.clamp(0, max_u - 1)) * 2 + slot
-        return torch.where(valid, idx, neg_slot)
-
-    # Alphas: blank arrives at (t, u) from (t-1, u) = (n-c, c-1); emit leaves (t, u) = (n-c, c-1) on diagonal n-1.
-    t = n - c
-    u = c - 1
-    in_t = (t >= 0) & (t < max_t)
-    a_blank = flat(t, u, in_t & (c >= 1), 0)
-    # (0, 0) has alpha 0: the loop starts from a virtual predecessor holding 0 in column 1, added to 0 here.
-    a_blank[0, 1, :] = zero_slot
-    a_emit = flat(t, u, in_t & (c >= 1) & (u <= max_u - 2), 1)
-    alpha_idx = torch.stack((a_blank, a_emit), dim=-1)
+    # Alphas. Blank arrives at (t, u=j) from (t-1, j), t-1 = n-1-j; emit leaves (t, j-1), t = n-j.
+    t = n - 1 - j
+    torch.where((t >= 0) & (t < max_t), (t * max_u + j) * 2 + base, neg, out=out[:, 1, :, :batch])
+    # alpha(0, 0) = 0: the loop starts from a virtual predecessor holding 0 in column 1, plus 0 here.
+    out[0, 1, 0, :batch] = zero_slot
+    t = n - j
+    torch.where((t >= 0) & (t < max_t) & (j >= 1), (t * max_u + j - 1) * 2 + 1 + base, neg, out=out[:, 0, :, :batch])
     if not with_betas:
-        return alpha_idx
+        return out
 
-    # Betas = alphas of each utterance's reversed lattice (t', u') = (T_b-1-t, U_b-1-u). Both log-probs are
-    # those of the *arriving* reversed cell, i.e. of the original cell the transition leaves.
-    t_len = act_lens.view(1, 1, -1)
-    u_len = (label_lens + 1).view(1, 1, -1)
-    tr = n - c + 1  # t' of the blank target (n, c)
-    b_blank = flat(t_len - 1 - tr, u_len - c, (c >= 1) & (c <= u_len) & (tr >= 0) & (tr < t_len), 0)
-    tr = n - c  # t' of the emit target (n, c+1), u' = c
-    b_emit = flat(t_len - 1 - tr, u_len - 1 - c, (c >= 1) & (c <= u_len - 1) & (tr >= 0) & (tr < t_len), 1)
-    beta_idx = torch.stack((b_blank, b_emit), dim=-1)
-    return torch.cat((alpha_idx, beta_idx), dim=2)
+    # Betas = alphas of each utterance's reversed lattice (t', u') = (T_b-1-t, U_b-1-u), so ragged ends need
+    # no masking. A transition arriving at reversed (t', u'=j) uses the log-prob of the *original* cell it
+    # leaves, which is that same cell (t, u) for both the blank (t'-1 -> t') and the emit (u'-1 -> u').
+    t_prime = n - j
+    t = act_lens.to(itype).view(1, 1, -1) - 1 - t_prime
+    u = label_lens.to(itype).view(1, 1, -1) - j
+    valid = (t_prime >= 0) & (t >= 0) & (u >= 0)
+    cell = (t * max_u + u) * 2 + base
+    torch.where(valid, cell, neg, out=out[:, 1, :, batch:])
+    torch.where(valid & (j >= 1), cell + 1, neg, out=out[:, 0, :, batch:])
+    return out
 
 
 def _diagonal_recursion(trans: torch.Tensor) -> torch.Tensor:
-    """Run ``S[n, c] = logaddexp(S[n-1, c] + trans[n, c, :, 0], S[n-1, c-1] + trans[n, c-1, :, 1])``.
+    """Run ``S[n, c] = logaddexp(S[n-1, c-1] + trans[n, 0, c-1], S[n-1, c] + trans[n, 1, c-1])``, c = 1..U.
 
-    Returns S of shape (N+1, U+1, R) whose row 0 is the virtual start (0 in column 1, -inf elsewhere).
+    Returns S of shape (N+1, U+1, R) whose row 0 is the virtual start (0 in column 1, -inf elsewhere) and whose
+    column 0 stays -inf. All views are built before the loop so each of the N steps costs two torch calls.
     """
-    n_diag, cols, rows, _ = trans.shape
-    state = torch.full((n_diag + 1, cols, rows), _NEG_INF, dtype=trans.dtype)
+    n_diag, _, max_u, rows = trans.shape
+    state = torch.full((n_diag + 1, max_u + 1, rows), _NEG_INF, dtype=trans.dtype)
     state[0, 1] = 0.0
+    # pairs[n, 0] = S[n, 0:U] (emit sources), pairs[n, 1] = S[n, 1:U+1] (blank sources): overlapping views.
+    pairs = state.as_strided((n_diag + 1, 2, max_u, rows), ((max_u + 1) * rows, rows, rows, 1)).unbind(0)
+    targets = state[1:, 1:].unbind(0)
+    steps = trans.unbind(0)
+    buf = torch.empty(2, max_u, rows, dtype=trans.dtype)
+    emit_path, blank_path = buf.unbind(0)
     for n in range(n_diag):
-        s = state[n].unsqueeze(-1) + trans[n]
-        torch.logaddexp(s[1:, :, 0], s[:-1, :, 1], out=state[n + 1, 1:])
+        torch.add(pairs[n], steps[n], out=buf)
+        torch.logaddexp(emit_path, blank_path, out=targets[n])
     return state
 
 
@@ -149,77 +163,104 @@ class _VectorizedRNNTFunction(torch.autograd.Function):
         blank: int,
         fastemit_lambda: float,
         clamp: float,
+        grad_enabled: bool,
     ) -> torch.Tensor:
-        lp = torch.log_softmax(acts, dim=-1)
-        certify_inputs(lp, labels, act_lens, label_lens)
+        # softmax, not log_softmax: the backward needs the probabilities (g - softmax * sum(g)), so keeping
+        # them saves a full exp pass over B*T*U*V; the lattice only needs log-probs of 2 classes per cell.
+        probs = torch.softmax(acts, dim=-1)
+        certify_inputs(probs, labels, act_lens, label_lens)
         if bool((act_lens < 1).any()):
             raise ValueError("Every input length must be >= 1 for the RNN-T loss.")
-        batch, max_t, max_u, _ = lp.shape
-        need_grad = ctx.needs_input_grad[0]
+        batch, max_t, max_u, vocab = probs.shape
+        # Function.forward always runs with grad disabled, so the caller's grad mode arrives as an argument.
+        need_grad = grad_enabled and ctx.needs_input_grad[0]
 
         lab = _labels_per_row(labels, label_lens, max_u)
         pick = torch.empty(batch, max_t, max_u, 2, dtype=torch.long)
         pick[..., 0] = blank
         pick[..., 1] = lab.unsqueeze(1)
         # float64 recursions: only B*T*U values, and they accumulate T+U roundings of numbers ~ T*log(V).
-        lp2 = lp.gather(-1, pick).double()
-
-        idx = _lattice_indices(act_lens, label_lens, max_t, max_u, with_betas=need_grad)
-        src = torch.cat((lp2.reshape(-1), lp2.new_tensor([_NEG_INF, 0.0])))
-        state = _diagonal_recursion(src[idx])  # (N+1, U+1, R)
-
+        p2 = probs.gather(-1, pick)
+        lp2 = p2.double().log_()
+        # log(p) is as exact as log_softmax while p is a normal float; cells of the lattice where a used
+        # probability underflowed get their log-probs recomputed with log_softmax in float64.
         t = torch.arange(max_t).view(1, -1, 1)
         u = torch.arange(max_u).view(1, 1, -1)
+        valid = (t < act_lens.view(-1, 1, 1)) & (u <= label_lens.view(-1, 1, 1))
+        needed = torch.stack((valid, valid & (u < label_lens.view(-1, 1, 1))), dim=-1)  # transitions that exist
+        tiny = torch.finfo(p2.dtype).tiny
+        if bool((p2 < tiny).any()):
+            bad = (needed & (p2 < tiny)).any(-1)
+            cells = bad.view(-1).nonzero().squeeze(1)
+            exact = torch.log_softmax(acts.reshape(-1, vocab).index_select(0, cells).double(), dim=-1)
+            lp2.view(-1, 2)[cells] = exact.gather(-1, pick.view(-1, 2)[cells])
+
+        idx = _lattice_indices(act_lens, label_lens, max_t, max_u, with_betas=need_grad)
+        src = torch.cat((lp2.view(-1), lp2.new_tensor([_NEG_INF, 0.0])))
+        trans = src.index_select(0, idx.view(-1)).view(idx.shape)
+        state = _diagonal_recursion(trans)  # (N+1, U+1, R)
+        rows = state.shape[2]
+        flat_state = state.view(-1)
+
+        # Cell (t, u) of alpha row b sits at S[t+u+1, u+1, b]; outside an utterance it holds junk that is
+        # never read (valid cells only depend on valid cells) and whose occupancy is masked to 0 below.
         bi = torch.arange(batch).view(-1, 1, 1)
-        alpha = state[t + u + 1, u + 1, bi]  # (B, T, U); junk outside each utterance, never read there
+        alpha_idx = ((t + u + 1) * (max_u + 1) + u + 1) * rows + bi
         ar = torch.arange(batch)
         t_last, u_last = act_lens - 1, label_lens
-        ll_forward = alpha[ar, t_last, u_last] + lp2[ar, t_last, u_last, 0]
+        last = alpha_idx[ar, t_last, u_last]
+        ll_forward = flat_state[last] + lp2[ar, t_last, u_last, 0]
         costs = (-(1.0 + fastemit_lambda) * ll_forward).to(acts.dtype)
 
         if need_grad:
             t_len = act_lens.view(-1, 1, 1)
             u_len = (label_lens + 1).view(-1, 1, 1)
-            valid = (t < t_len) & (u < u_len)
-            # beta(t+1, u) and beta(t, u+1) both sit on reversed diagonal T_b+U_b-3-t-u (+1 for the start row);
-            # the final blank's beta(T_b, U_b-1) is that start row's 0, and the lattice edges read -inf.
+            # beta(t+1, u) and beta(t, u+1) both sit on reversed diagonal T_b+U_b-3-t-u (+1 for the start
+            # row), in adjacent columns; the final blank's beta(T_b, U_b-1) is the start row's 0 and the
+            # lattice edges read -inf, so no boundary case is needed.
             row = (t_len + u_len - 2 - t - u).clamp(0, state.shape[0] - 1)
             col = (u_len - u).clamp(0, max_u)
-            beta_rows = bi + batch
-            beta_next_t = state[row, col, beta_rows]
-            beta_next_u = state[row, (col - 1).clamp(min=0), beta_rows]
-            ll_backward = state[act_lens + label_lens, label_lens + 1, ar + batch].view(-1, 1, 1)
+            beta_t_idx = (row * (max_u + 1) + col) * rows + batch + bi
+            gather_idx = torch.stack(
+                (alpha_idx.expand_as(beta_t_idx), alpha_idx.expand_as(beta_t_idx), beta_t_idx, beta_t_idx - rows),
+                dim=-1,
+            ).clamp_(min=0)
+            alpha_beta = flat_state.index_select(0, gather_idx.view(-1)).view(*beta_t_idx.shape, 4)
+            # beta(0, 0): the end of each reversed lattice, diagonal T_b+U_b-2 (+1), column U_b.
+            end_idx = ((act_lens + label_lens) * (max_u + 1) + label_lens + 1) * rows + batch + ar
+            ll_backward = flat_state[end_idx]
 
-            base = alpha - ll_backward
-            zero = base.new_zeros(())
-            occ_blank = torch.where(valid, (base + lp2[..., 0] + beta_next_t).exp_(), zero)
-            occ_emit = torch.where(valid, (base + lp2[..., 1] + beta_next_u + math.log1p(fastemit_lambda)).exp_(), zero)
-            ctx.save_for_backward(acts, lab, occ_blank, occ_emit)
-            ctx.lp = lp  # an intermediate: backward turns it into the gradient in place
-            ctx.blank = blank
+            # NeMo's gradient w.r.t. the log-probs is minus these "occupancies" (alpha + transition + beta - ll);
+            # its FastEmit multiplies the label ones by (1 + lambda) (inside the exp, as log1p(lambda)).
+            log_occ = alpha_beta[..., :2] + alpha_beta[..., 2:]
+            log_occ += lp2
+            log_occ -= ll_backward.view(-1, 1, 1, 1)
+            if fastemit_lambda != 0.0:
+                log_occ[..., 1] += math.log1p(fastemit_lambda)
+            occ = log_occ.masked_fill_(~needed, _NEG_INF).exp_()
+            # acts is saved (a reference, no copy) only for a repeated backward (gradcheck, jacobians,
+            # retain_graph): the first backward consumes the softmax buffer.
+            ctx.save_for_backward(acts, pick, occ)
+            ctx.probs = probs  # an intermediate: backward turns it into the gradient in place
             ctx.clamp = clamp
         return costs
 
     @staticmethod
     def backward(ctx, grad_costs: torch.Tensor):
-        acts, lab, occ_blank, occ_emit = ctx.saved_tensors
-        grad = ctx.lp
-        ctx.lp = None
-        if grad is None:  # a second backward (retain_graph=True): the first one consumed the buffer
-            grad = torch.log_softmax(acts, dim=-1)
+        acts, pick, occ = ctx.saved_tensors
+        grad = ctx.probs
+        ctx.probs = None
+        if grad is None:  # a repeated backward: the first one turned the softmax buffer into its gradient
+            grad = torch.softmax(acts, dim=-1)
 
-        scale = grad_costs.to(torch.float64).reshape(-1, 1, 1)
-        occ_blank = occ_blank * scale
-        occ_emit = occ_emit * scale
+        occ = occ * grad_costs.to(torch.float64).view(-1, 1, 1, 1)
         dtype = grad.dtype
-        # d/d acts of log_softmax: softmax * (sum of the -occupancies' magnitudes) - the occupancies themselves.
-        grad.exp_().mul_((occ_blank + occ_emit).to(dtype).unsqueeze(-1))
-        grad.select(-1, ctx.blank).sub_(occ_blank.to(dtype))
-        label_idx = lab.unsqueeze(1).unsqueeze(-1).expand(*occ_emit.shape, 1)
-        grad.scatter_add_(-1, label_idx, occ_emit.to(dtype).neg_().unsqueeze(-1))
+        # Through log_softmax: d/dx = g - softmax * sum(g) with g = -occ on {blank, label}, 0 elsewhere.
+        grad.mul_((occ[..., 0] + occ[..., 1]).to(dtype).unsqueeze(-1))
+        grad.scatter_add_(-1, pick, occ.neg_().to(dtype))
         if ctx.clamp > 0.0:
             grad.clamp_(-ctx.clamp, ctx.clamp)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 def rnnt_loss_cpu_vectorized(
@@ -242,21 +283,21 @@ def rnnt_loss_cpu_vectorized(
         fastemit_lambda: FastEmit lambda, applied exactly as NeMo's CPU kernel applies it.
         clamp: if > 0, the gradient w.r.t. ``acts`` is clipped to [-clamp, clamp] (after upstream scaling).
     """
-    if acts.is_cuda:
+    if acts.device.type != "cpu":
         raise ValueError("rnnt_loss_cpu_vectorized is for CPU tensors; use NeMo's RNNTLossNumba on CUDA.")
     if clamp < 0:
         raise ValueError("`clamp` must be 0.0 or positive float value.")
     if acts.dtype in (torch.float16, torch.bfloat16):
         acts = acts.float()
     return _VectorizedRNNTFunction.apply(
-        acts, labels, act_lens, label_lens, int(blank), float(fastemit_lambda), float(clamp)
+        acts, labels, act_lens, label_lens, int(blank), float(fastemit_lambda), float(clamp), torch.is_grad_enabled()
     )
 
 
 class DispatchingRNNTLossNumba(RNNTLossNumba):
     """NeMo's ``RNNTLossNumba`` whose CPU branch is :func:`rnnt_loss_cpu_vectorized`.
 
-    CUDA tensors go to NeMo's unchanged ``RNNTLossNumba.forward``. ``blank``, ``reduction``,
+    CUDA (any non-CPU) tensors go to NeMo's unchanged ``RNNTLossNumba.forward``. ``blank``, ``reduction``,
     ``fastemit_lambda`` and ``clamp`` are NeMo's attributes and are read at call time (NeMo's fused
     and sampled joints overwrite ``reduction`` and ``blank`` around each call).
     """
@@ -268,18 +309,18 @@ class DispatchingRNNTLossNumba(RNNTLossNumba):
     def forward(
         self, acts: torch.Tensor, labels: torch.Tensor, act_lens: torch.Tensor, label_lens: torch.Tensor
     ) -> torch.Tensor:
-        if acts.is_cuda:
+        if acts.device.type != "cpu":
             return super().forward(acts, labels, act_lens, label_lens)
         costs = rnnt_loss_cpu_vectorized(
             acts, labels, act_lens, label_lens, self.blank, self.fastemit_lambda, self.clamp
         )
-        # NeMo's kernel writes costs into a float32 buffer whatever the activation dtype.
-        costs = costs.float()
         if self.reduction in ("sum", "mean"):
             costs = costs.sum().unsqueeze(-1)
             if self.reduction == "mean":
+                # Scaled in the activation dtype: NeMo divides its (float64 for float64 input) grads by B.
                 costs = costs / acts.shape[0]
-        return costs
+        # NeMo's kernel writes costs into a float32 buffer whatever the activation dtype.
+        return costs.float()
 
 
 class CpuRNNTLoss(RNNTLoss):

@@ -1,0 +1,346 @@
+"""An offline speech corpus: eSpeak NG audio, NeMo manifests, lhotse CutSets and a BPE tokenizer.
+
+Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
+wheel, driven through ctypes in synchronous mode (one engine per worker process; the library is not thread-safe),
+at 22.05 kHz, resampled to 16 kHz. Each utterance gets a voice variant (``en-us+f3``...), a speaking rate and a
+pitch. The text comes from ``nemo_codert.data.text``.
+
+Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
+reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift.
+
+    python -m nemo_codert.data.synth --hours 5 --out DIR
+
+The build is atomic: everything is written to a temporary sibling directory that is renamed into place at the
+end, so a crash never leaves a corpus that looks complete. A complete corpus with the same parameters is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Corpus", "build_corpus", "voice_variants"]
+
+SAMPLE_RATE = 16000
+_ESPEAK_RATE = 22050
+_SPLITS = ("train", "dev", "test")
+# Variants whose voice is not speech a recogniser should be judged on (whisper, heavy robot/creak effects).
+_EXCLUDED_VARIANTS = {"whisper", "whisperf", "croak", "Demonic", "UniRobot", "anikaRobot"}
+_TEST_VOICE_FRACTION = 0.2
+_RATE_WPM = (140, 200)
+_PITCH = (30, 70)
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Paths of a built corpus."""
+
+    root: Path
+    train_manifest: Path
+    dev_manifest: Path
+    test_manifest: Path
+    train_cuts: Path
+    dev_cuts: Path
+    test_cuts: Path
+    tokenizer_dir: Path
+
+    @classmethod
+    def at(cls, root: Path) -> "Corpus":
+        root = Path(root).resolve()
+        return cls(
+            root=root,
+            **{f"{s}_manifest": root / f"{s}_manifest.json" for s in _SPLITS},
+            **{f"{s}_cuts": root / f"{s}_cuts.jsonl.gz" for s in _SPLITS},
+            tokenizer_dir=root / "tokenizer",
+        )
+
+
+# ---------------------------------------------------------------------------- eSpeak NG through ctypes
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_engine: Optional[ctypes.CDLL] = None
+_chunks: List[np.ndarray] = []
+
+
+@_SYNTH_CALLBACK
+def _collect(wav, num_samples, events):
+    if num_samples > 0:
+        _chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+    return 0
+
+
+def _espeak() -> ctypes.CDLL:
+    """This process's engine, initialised once (AUDIO_OUTPUT_SYNCHRONOUS: samples arrive through the callback)."""
+    global _engine
+    if _engine is None:
+        import espeakng_loader
+
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
+        rate = lib.espeak_Initialize(2, 0, ctypes.c_char_p(data_parent), 0)
+        if rate != _ESPEAK_RATE:
+            raise RuntimeError(f"eSpeak NG failed to initialise from {data_parent.decode()} (returned {rate})")
+        lib.espeak_SetSynthCallback(_collect)
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        _engine = lib
+    return _engine
+
+
+def synthesize(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+    """16 kHz float32 speech of ``text`` in ``voice`` (e.g. ``en-us+f3``) at ``rate`` words/min and ``pitch``."""
+    from scipy.signal import resample_poly
+
+    lib = _espeak()
+    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise ValueError(f"eSpeak NG has no voice {voice!r}")
+    lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE
+    lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
+    _chunks.clear()
+    encoded = text.encode()
+    # position type 1 = POS_CHARACTER; flags 0 = espeakCHARS_AUTO
+    lib.espeak_Synth(encoded, len(encoded) + 1, 0, 1, 0, 0, None, None)
+    lib.espeak_Synchronize()
+    audio = np.concatenate(_chunks).astype(np.float32) / 32768.0 if _chunks else np.zeros(0, np.float32)
+    return resample_poly(audio, 320, 441).astype(np.float32)  # 22050 Hz -> 16000 Hz
+
+
+def voice_variants() -> List[str]:
+    """The shipped eSpeak NG voice variants usable as speakers, sorted."""
+    import espeakng_loader
+
+    variants_dir = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
+    return sorted(p.name for p in variants_dir.iterdir() if p.is_file() and p.name not in _EXCLUDED_VARIANTS)
+
+
+def _render(job: Tuple[str, str, str, int, int]) -> Tuple[str, float]:
+    import soundfile as sf
+
+    path, text, voice, rate, pitch = job
+    audio = synthesize(text, voice, rate, pitch)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 0.99:  # some variants overshoot: scale rather than clip
+        audio *= 0.99 / peak
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return path, len(audio) / SAMPLE_RATE
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def build_corpus(
+    out_dir: str | Path,
+    hours: float = 1.0,
+    dev_hours: float = 0.1,
+    test_hours: float = 0.1,
+    seed: int = 0,
+    vocab_size: int = 128,
+    num_workers: int = 2,
+) -> Corpus:
+    """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length."""
+    out = Path(out_dir).resolve()
+    params = {
+        "format": _FORMAT_VERSION,
+        "hours": float(hours),
+        "dev_hours": float(dev_hours),
+        "test_hours": float(test_hours),
+        "seed": int(seed),
+        "vocab_size": int(vocab_size),
+    }
+    existing = _existing_params(out)
+    if existing is not None:
+        differing = sorted(k for k in params if existing.get(k) != params[k])
+        if differing:
+            raise ValueError(
+                f"{out} holds a corpus built with other parameters ("
+                + ", ".join(f"{k}: {existing.get(k)} there, {params[k]} asked" for k in differing)
+                + "); remove it or choose another directory"
+            )
+        return Corpus.at(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists, is not empty and holds no complete corpus (no corpus.json)")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary = _build_into(tmp, out, params, num_workers)
+        (tmp / "corpus.json").write_text(json.dumps({**params, **summary}, indent=2))  # written last: completeness
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _existing_params(out) == params:  # a concurrent builder finished the same corpus first
+            return Corpus.at(out)
+        raise
+    return Corpus.at(out)
+
+
+def _existing_params(out: Path) -> Optional[Dict]:
+    meta = out / "corpus.json"
+    if not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    return {k: data.get(k) for k in ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size")}
+
+
+def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
+    """Synthesise all splits into ``tmp``; every path written into a manifest is already the final one."""
+    from nemo_codert.data.text import sentences
+
+    rng = random.Random(params["seed"])
+    variants = voice_variants()
+    rng.shuffle(variants)
+    n_test_voices = max(1, round(_TEST_VOICE_FRACTION * len(variants)))
+    voices = {"test": variants[:n_test_voices], "train": variants[n_test_voices:]}
+    voices["dev"] = voices["train"]
+
+    # Disjoint sentence pools: ~3.2 s per sentence, with a margin so no split runs dry.
+    targets = {"train": params["hours"], "dev": params["dev_hours"], "test": params["test_hours"]}
+    pool_sizes = {s: int(targets[s] * 3600 / 2.0) + 50 for s in _SPLITS}
+    pool = sentences(sum(pool_sizes.values()), seed=params["seed"])
+    pools, start = {}, 0
+    for split in _SPLITS:
+        pools[split] = pool[start : start + pool_sizes[split]]
+        start += pool_sizes[split]
+
+    (tmp / "audio").mkdir(parents=True)
+    summary: Dict = {"splits": {}}
+    started = time.time()
+    ctx = get_context("fork")
+    with ctx.Pool(max(1, num_workers)) as workers:
+        for split in _SPLITS:
+            entries = _synthesize_split(split, pools[split], voices[split], targets[split], rng, tmp, final, workers)
+            _write_split(split, entries, tmp, final)
+            summary["splits"][split] = {
+                "utterances": len(entries),
+                "hours": round(sum(e["duration"] for e in entries) / 3600, 4),
+                "voices": sorted({e["voice"] for e in entries}),
+                "distinct_words": len({w for e in entries for w in e["text"].split()}),
+            }
+    summary["build_seconds"] = round(time.time() - started, 1)
+    _train_tokenizer([e for e in _read_manifest(tmp / "train_manifest.json")], tmp / "tokenizer", params["vocab_size"])
+    return summary
+
+
+def _synthesize_split(split, texts, voices, hours, rng, tmp, final, workers) -> List[Dict]:
+    entries: List[Dict] = []
+    total, batch = 0.0, 64
+    for begin in range(0, len(texts), batch):
+        if total >= hours * 3600:
+            break
+        jobs, metas = [], []
+        for i, text in enumerate(texts[begin : begin + batch], start=begin):
+            voice = "en-us+" + rng.choice(voices)
+            rate, pitch = rng.randint(*_RATE_WPM), rng.randint(*_PITCH)
+            name = f"audio/{split}_{i:06d}.wav"
+            jobs.append((str(tmp / name), text, voice, rate, pitch))
+            metas.append({"audio_filepath": str(final / name), "text": text, "voice": voice, "rate": rate, "pitch": pitch})
+        for meta, (_, duration) in zip(metas, workers.map(_render, jobs)):
+            if total >= hours * 3600:
+                os.remove(tmp / Path(meta["audio_filepath"]).relative_to(final))
+                continue
+            entries.append({**meta, "duration": round(duration, 4)})
+            total += duration
+    if total < hours * 3600:
+        raise RuntimeError(f"{split}: sentence pool ran out at {total / 3600:.3f} h of {hours} h")
+    return entries
+
+
+def _write_split(split: str, entries: Sequence[Dict], tmp: Path, final: Path) -> None:
+    from lhotse import AudioSource, CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    with open(tmp / f"{split}_manifest.json", "w") as f:
+        for e in entries:
+            f.write(json.dumps(e) + "\n")
+    recordings, supervisions = [], []
+    for e in entries:
+        rec_id = Path(e["audio_filepath"]).stem
+        samples = round(e["duration"] * SAMPLE_RATE)
+        recordings.append(
+            Recording(
+                id=rec_id,
+                sources=[AudioSource(type="file", channels=[0], source=e["audio_filepath"])],
+                sampling_rate=SAMPLE_RATE,
+                num_samples=samples,
+                duration=samples / SAMPLE_RATE,
+            )
+        )
+        supervisions.append(
+            SupervisionSegment(
+                id=rec_id, recording_id=rec_id, start=0.0, duration=samples / SAMPLE_RATE, text=e["text"],
+                speaker=e["voice"], language="en",
+            )
+        )
+    cuts = CutSet.from_manifests(
+        recordings=RecordingSet.from_recordings(recordings), supervisions=SupervisionSet.from_segments(supervisions)
+    )
+    cuts.to_file(tmp / f"{split}_cuts.jsonl.gz")
+
+
+def _read_manifest(path: Path) -> List[Dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _train_tokenizer(entries: Sequence[Dict], out: Path, vocab_size: int) -> None:
+    """A sentencepiece BPE model laid out as NeMo's process_asr_text_tokenizer.py lays it out (--spe_type=bpe)."""
+    import sentencepiece as spm
+
+    out.mkdir(parents=True)
+    text_file = out / "text.txt"
+    text_file.write_text("\n".join(e["text"] for e in entries) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(text_file),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    pieces = [line.split("\t")[0] for line in (out / "tokenizer.vocab").read_text().splitlines()]
+    (out / "vocab.txt").write_text("\n".join(pieces) + "\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="corpus directory (created)")
+    parser.add_argument("--hours", type=float, default=1.0, help="hours of train audio")
+    parser.add_argument("--dev-hours", type=float, default=0.1)
+    parser.add_argument("--test-hours", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    started = time.time()
+    corpus = build_corpus(
+        args.out, args.hours, args.dev_hours, args.test_hours, args.seed, args.vocab_size, args.num_workers
+    )
+    meta = json.loads((corpus.root / "corpus.json").read_text())
+    print(f"corpus in {corpus.root} ({time.time() - started:.1f} s)")
+    for split, info in meta["splits"].items():
+        print(
+            f"  {split:5s} {info['utterances']:6d} utterances  {info['hours']:.3f} h  "
+            f"{len(info['voices']):3d} voices  {info['distinct_words']:5d} distinct words"
+        )
+
+
+if __name__ == "__main__":
+    main()
