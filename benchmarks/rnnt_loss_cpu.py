@@ -85,6 +85,40 @@ def median_time(fn: Callable[[], float], repeats: int, warmup: int) -> Tuple[flo
     return statistics.median(times), value
 
 
+def cpu_busy_fraction(interval: float = 0.5) -> float:
+    """Fraction of all CPUs busy over ``interval`` (this process sleeps meanwhile, so: other processes)."""
+
+    def sample() -> Tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_until_idle(threshold: float = 0.15, timeout: float = 900.0) -> bool:
+    """Block until no other job loads the CPUs (two quiet samples in a row); False if ``timeout`` passed first.
+
+    Our timed blocks last a fraction of a second, but a concurrent job makes every OpenMP parallel region wait
+    for a scheduler slice, which inflates multi-threaded timings several-fold; NeMo's Python loops barely notice.
+    """
+    if not os.path.exists("/proc/stat"):
+        return True
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline:
+        quiet = quiet + 1 if cpu_busy_fraction() < threshold else 0
+        if quiet >= 2:
+            return True
+        if quiet == 0:
+            time.sleep(2.0)
+    return False
+
+
 def machine_description() -> str:
     model = platform.processor() or "unknown"
     try:
@@ -141,11 +175,12 @@ NOTES = """Reading the profile: the only passes over the B*T*U*V joint are the f
 in-place `mul_` (plus the 2-per-cell `gather` / `scatter_add_`, bound by memory latency). Everything else is
 O(B*T*U) work whose cost is mostly per-call overhead: the T+U-1 diagonal steps (`add` + `logaddexp` each, for
 alphas and betas together), the int32 index arithmetic that lays the transition log-probs out by diagonal
-(`where`, `index_select`), and the occupancy computation. The floor (autograd `log_softmax` + `gather`) has no
-lattice work but allocates three joint-sized buffers per step (log-softmax output, the zero-filled gather
-gradient, the log-softmax gradient); ours allocates one (the softmax buffer becomes the gradient), which is why
-it beats the floor on the larger joints. This machine is a small shared VM: repeated runs move individual
-timings by up to ~30%."""
+(`where`, `index_select`), and the occupancy computation. That O(B*T*U) part runs single-threaded: more threads
+gain nothing at that size, and OpenMP barriers make it very slow when another process holds a core. The floor
+(autograd `log_softmax` + `gather`) has no lattice work but allocates three joint-sized buffers per step
+(log-softmax output, the zero-filled gather gradient, the log-softmax gradient); ours allocates one (the softmax
+buffer becomes the gradient), which is why it beats the floor on the larger joints. This machine is a small
+shared VM: repeated runs move individual timings by up to ~30%."""
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -160,6 +195,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()
+    contended: List[str] = []
     header = "| B x T x U x V | NeMo CPU (s) | ours (s) | NeMo / ours | floor (s) | ours / floor | max rel. loss diff |"
     rows = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     print(header)
@@ -168,8 +205,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         inputs = make_inputs(b, t, u, v)
         # Each function is timed in its own block: back-to-back calls, as in a training loop, let the allocator
         # reuse the previous call's freed buffers (interleaving them adds page faults to both).
+        idle = wait_until_idle()
         ours_t, ours_val = median_time(loss_step(CpuRNNTLoss(num_classes=v - 1), *inputs), args.repeats, warmup=3)
+        idle = wait_until_idle() and idle
         floor_t, _ = median_time(floor_step(inputs[0], inputs[1], blank=v - 1), args.repeats, warmup=3)
+        if not idle:
+            contended.append(size)
         if args.skip_nemo:
             nemo_cell = ratio_cell = diff_cell = "-"
         else:
@@ -188,6 +229,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     import nemo
 
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:])
+    if not args.no_profile and not wait_until_idle():
+        contended.append("profile")
     profile_md = "" if args.no_profile else profile_ours(args.sizes[0], args.repeats)
     text = [
         "# RNN-T loss on CPU: CpuRNNTLoss vs NeMo `warprnnt_numba`",
@@ -197,6 +240,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"- machine: {machine_description()}",
         f"- torch {torch.__version__} (threads: {torch.get_num_threads()}), NeMo {nemo.__version__}, "
         f"Python {platform.python_version()}",
+        f"- load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, after: "
+        f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}; before each of our/floor timing blocks the script waits "
+        "until no other job loads the CPUs (up to 15 min): "
+        + (f"gave up waiting for {', '.join(contended)}" if contended else "every block ran on an idle machine"),
         "",
         "Forward + backward of the loss module (`reduction='mean_batch'`, float32 joint, full lengths), median of "
         f"{args.repeats} repeats (NeMo: {args.nemo_repeats}). U = max target length + 1, V includes blank. "

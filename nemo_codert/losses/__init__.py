@@ -1,0 +1,6 @@
+"""CoDERT's losses: the encoder-logit distillation term and an exact RNN-T loss for CPU tensors."""
+
+from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
+from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss, rnnt_loss_cpu_vectorized
+
+__all__ = ["CpuRNNTLoss", "encoder_kd_loss", "encoder_logits", "rnnt_loss_cpu_vectorized"]

@@ -41,7 +41,9 @@ which run in the input dtype.
 * backward: the gradient ``softmax * sum(occ) - occ`` is written in place into that softmax buffer (one
   multiply pass plus a 2-per-cell ``scatter_add_``), so the gradient is allocated once, in forward;
 * time: ``O(B*T*U*V)`` memory-bound work as above plus ``O(B*T*U)`` index/recursion work in about
-  ``2*(T+U)`` small torch calls -- no per-cell Python work;
+  ``2*(T+U)`` small torch calls -- no per-cell Python work. The joint-sized passes use all torch threads;
+  the ``O(B*T*U)`` part runs on the calling thread only (see :func:`_single_threaded`), which keeps it fast
+  on a loaded machine;
 * memory: one ``B*T*U*V`` buffer held from forward to backward, plus a reference to the activations (kept
   for a repeated backward, e.g. gradcheck) and ``O(B*T*U)``. NeMo's CPU path holds its log-softmax output
   and a gradient tensor of that size.
@@ -58,8 +60,9 @@ exactly as NeMo resolves them (no vectorised path; NeMo's behaviour, including i
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from nemo.collections.asr.losses.rnnt import RNNTLoss
@@ -150,6 +153,105 @@ def _diagonal_recursion(trans: torch.Tensor) -> torch.Tensor:
     return state
 
 
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Run the O(B*T*U) lattice work on the calling thread only.
+
+    That work is ~30 torch calls on 30k-200k elements: too small to gain from more threads, but large enough
+    for ATen to open an OpenMP parallel region, which waits for every thread. On a loaded machine (another job,
+    data-loader workers) each such region can cost a scheduler time slice: measured 290 ms instead of 7 ms per
+    step on 2 busy cores. ``omp_set_num_threads`` (what ``torch.set_num_threads`` calls) is per calling thread,
+    so other threads keep their setting; the only leak is that a thread making its *first* ATen call during
+    this window initialises itself to 1 thread.
+    """
+    n_threads = torch.get_num_threads()
+    if n_threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def _transition_log_probs(
+    probs: torch.Tensor, acts: torch.Tensor, pick: torch.Tensor, act_lens: torch.Tensor, label_lens: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """float64 log-probs of (blank, label) per cell, (B, T, U, 2), and the mask of transitions that exist."""
+    batch, max_t, max_u, vocab = probs.shape
+    p2 = probs.gather(-1, pick)
+    # float64: the recursions accumulate T+U roundings of numbers ~ T*log(V); these tensors are only B*T*U*2.
+    lp2 = p2.double().log_()
+    t = torch.arange(max_t).view(1, -1, 1)
+    u = torch.arange(max_u).view(1, 1, -1)
+    valid = (t < act_lens.view(-1, 1, 1)) & (u <= label_lens.view(-1, 1, 1))
+    needed = torch.stack((valid, valid & (u < label_lens.view(-1, 1, 1))), dim=-1)
+    # log(p) is as exact as log_softmax while p is a normal float; cells where a used probability underflowed
+    # get their log-probs recomputed with log_softmax in float64.
+    tiny = torch.finfo(p2.dtype).tiny
+    if bool((p2 < tiny).any()):
+        cells = (needed & (p2 < tiny)).any(-1).view(-1).nonzero().squeeze(1)
+        exact = torch.log_softmax(acts.reshape(-1, vocab).index_select(0, cells).double(), dim=-1)
+        lp2.view(-1, 2)[cells] = exact.gather(-1, pick.view(-1, 2)[cells])
+    return lp2, needed
+
+
+def _log_likelihood_and_occupancies(
+    lp2: torch.Tensor,
+    needed: torch.Tensor,
+    act_lens: torch.Tensor,
+    label_lens: torch.Tensor,
+    fastemit_lambda: float,
+    with_occupancies: bool,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """log P(y|x) per utterance (from the alphas, as NeMo's cost) and, optionally, the (B, T, U, 2) occupancies."""
+    batch, max_t, max_u, _ = lp2.shape
+    idx = _lattice_indices(act_lens, label_lens, max_t, max_u, with_betas=with_occupancies)
+    src = torch.cat((lp2.view(-1), lp2.new_tensor([_NEG_INF, 0.0])))
+    state = _diagonal_recursion(src.index_select(0, idx.view(-1)).view(idx.shape))  # (N+1, U+1, R)
+    rows = state.shape[2]
+    flat_state = state.view(-1)
+
+    # Cell (t, u) of alpha row b sits at S[t+u+1, u+1, b]; outside an utterance it holds junk that is never
+    # read (valid cells only depend on valid cells) and whose occupancy is masked to 0 below.
+    t = torch.arange(max_t).view(1, -1, 1)
+    u = torch.arange(max_u).view(1, 1, -1)
+    bi = torch.arange(batch).view(-1, 1, 1)
+    alpha_idx = ((t + u + 1) * (max_u + 1) + u + 1) * rows + bi
+    ar = torch.arange(batch)
+    t_last, u_last = act_lens - 1, label_lens
+    ll_forward = flat_state[alpha_idx[ar, t_last, u_last]] + lp2[ar, t_last, u_last, 0]
+    if not with_occupancies:
+        return ll_forward, None
+
+    t_len = act_lens.view(-1, 1, 1)
+    u_len = (label_lens + 1).view(-1, 1, 1)
+    # beta(t+1, u) and beta(t, u+1) both sit on reversed diagonal T_b+U_b-3-t-u (+1 for the start row), in
+    # adjacent columns; the final blank's beta(T_b, U_b-1) is the start row's 0 and the lattice edges read
+    # -inf, so no boundary case is needed.
+    row = (t_len + u_len - 2 - t - u).clamp(0, state.shape[0] - 1)
+    col = (u_len - u).clamp(0, max_u)
+    beta_t_idx = (row * (max_u + 1) + col) * rows + batch + bi
+    gather_idx = torch.stack(
+        (alpha_idx.expand_as(beta_t_idx), alpha_idx.expand_as(beta_t_idx), beta_t_idx, beta_t_idx - rows), dim=-1
+    ).clamp_(min=0)
+    alpha_beta = flat_state.index_select(0, gather_idx.view(-1)).view(*beta_t_idx.shape, 4)
+    # beta(0, 0): the end of each reversed lattice, diagonal T_b+U_b-2 (+1), column U_b. NeMo normalises its
+    # gradient by this backward log-likelihood (equal to the forward one up to rounding).
+    end_idx = ((act_lens + label_lens) * (max_u + 1) + label_lens + 1) * rows + batch + ar
+    ll_backward = flat_state[end_idx]
+
+    # NeMo's gradient w.r.t. the log-probs is minus these "occupancies" (alpha + transition + beta - ll); its
+    # FastEmit multiplies the label ones by (1 + lambda) (inside the exp, as log1p(lambda)).
+    log_occ = alpha_beta[..., :2] + alpha_beta[..., 2:]
+    log_occ += lp2
+    log_occ -= ll_backward.view(-1, 1, 1, 1)
+    if fastemit_lambda != 0.0:
+        log_occ[..., 1] += math.log1p(fastemit_lambda)
+    return ll_forward, log_occ.masked_fill_(~needed, _NEG_INF).exp_()
+
+
 class _VectorizedRNNTFunction(torch.autograd.Function):
     """Costs in forward (alphas only, or alphas+betas when a gradient is needed); gradient in closed form."""
 
@@ -171,79 +273,26 @@ class _VectorizedRNNTFunction(torch.autograd.Function):
         certify_inputs(probs, labels, act_lens, label_lens)
         if bool((act_lens < 1).any()):
             raise ValueError("Every input length must be >= 1 for the RNN-T loss.")
-        batch, max_t, max_u, vocab = probs.shape
+        batch, max_t, max_u, _ = probs.shape
         # Function.forward always runs with grad disabled, so the caller's grad mode arrives as an argument.
         need_grad = grad_enabled and ctx.needs_input_grad[0]
 
-        lab = _labels_per_row(labels, label_lens, max_u)
-        pick = torch.empty(batch, max_t, max_u, 2, dtype=torch.long)
-        pick[..., 0] = blank
-        pick[..., 1] = lab.unsqueeze(1)
-        # float64 recursions: only B*T*U values, and they accumulate T+U roundings of numbers ~ T*log(V).
-        p2 = probs.gather(-1, pick)
-        lp2 = p2.double().log_()
-        # log(p) is as exact as log_softmax while p is a normal float; cells of the lattice where a used
-        # probability underflowed get their log-probs recomputed with log_softmax in float64.
-        t = torch.arange(max_t).view(1, -1, 1)
-        u = torch.arange(max_u).view(1, 1, -1)
-        valid = (t < act_lens.view(-1, 1, 1)) & (u <= label_lens.view(-1, 1, 1))
-        needed = torch.stack((valid, valid & (u < label_lens.view(-1, 1, 1))), dim=-1)  # transitions that exist
-        tiny = torch.finfo(p2.dtype).tiny
-        if bool((p2 < tiny).any()):
-            bad = (needed & (p2 < tiny)).any(-1)
-            cells = bad.view(-1).nonzero().squeeze(1)
-            exact = torch.log_softmax(acts.reshape(-1, vocab).index_select(0, cells).double(), dim=-1)
-            lp2.view(-1, 2)[cells] = exact.gather(-1, pick.view(-1, 2)[cells])
-
-        idx = _lattice_indices(act_lens, label_lens, max_t, max_u, with_betas=need_grad)
-        src = torch.cat((lp2.view(-1), lp2.new_tensor([_NEG_INF, 0.0])))
-        trans = src.index_select(0, idx.view(-1)).view(idx.shape)
-        state = _diagonal_recursion(trans)  # (N+1, U+1, R)
-        rows = state.shape[2]
-        flat_state = state.view(-1)
-
-        # Cell (t, u) of alpha row b sits at S[t+u+1, u+1, b]; outside an utterance it holds junk that is
-        # never read (valid cells only depend on valid cells) and whose occupancy is masked to 0 below.
-        bi = torch.arange(batch).view(-1, 1, 1)
-        alpha_idx = ((t + u + 1) * (max_u + 1) + u + 1) * rows + bi
-        ar = torch.arange(batch)
-        t_last, u_last = act_lens - 1, label_lens
-        last = alpha_idx[ar, t_last, u_last]
-        ll_forward = flat_state[last] + lp2[ar, t_last, u_last, 0]
-        costs = (-(1.0 + fastemit_lambda) * ll_forward).to(acts.dtype)
-
+        with _single_threaded():
+            lab = _labels_per_row(labels, label_lens, max_u)
+            pick = torch.empty(batch, max_t, max_u, 2, dtype=torch.long)
+            pick[..., 0] = blank
+            pick[..., 1] = lab.unsqueeze(1)
+            lp2, needed = _transition_log_probs(probs, acts, pick, act_lens, label_lens)
+            ll_forward, occ = _log_likelihood_and_occupancies(
+                lp2, needed, act_lens, label_lens, fastemit_lambda, with_occupancies=need_grad
+            )
         if need_grad:
-            t_len = act_lens.view(-1, 1, 1)
-            u_len = (label_lens + 1).view(-1, 1, 1)
-            # beta(t+1, u) and beta(t, u+1) both sit on reversed diagonal T_b+U_b-3-t-u (+1 for the start
-            # row), in adjacent columns; the final blank's beta(T_b, U_b-1) is the start row's 0 and the
-            # lattice edges read -inf, so no boundary case is needed.
-            row = (t_len + u_len - 2 - t - u).clamp(0, state.shape[0] - 1)
-            col = (u_len - u).clamp(0, max_u)
-            beta_t_idx = (row * (max_u + 1) + col) * rows + batch + bi
-            gather_idx = torch.stack(
-                (alpha_idx.expand_as(beta_t_idx), alpha_idx.expand_as(beta_t_idx), beta_t_idx, beta_t_idx - rows),
-                dim=-1,
-            ).clamp_(min=0)
-            alpha_beta = flat_state.index_select(0, gather_idx.view(-1)).view(*beta_t_idx.shape, 4)
-            # beta(0, 0): the end of each reversed lattice, diagonal T_b+U_b-2 (+1), column U_b.
-            end_idx = ((act_lens + label_lens) * (max_u + 1) + label_lens + 1) * rows + batch + ar
-            ll_backward = flat_state[end_idx]
-
-            # NeMo's gradient w.r.t. the log-probs is minus these "occupancies" (alpha + transition + beta - ll);
-            # its FastEmit multiplies the label ones by (1 + lambda) (inside the exp, as log1p(lambda)).
-            log_occ = alpha_beta[..., :2] + alpha_beta[..., 2:]
-            log_occ += lp2
-            log_occ -= ll_backward.view(-1, 1, 1, 1)
-            if fastemit_lambda != 0.0:
-                log_occ[..., 1] += math.log1p(fastemit_lambda)
-            occ = log_occ.masked_fill_(~needed, _NEG_INF).exp_()
             # acts is saved (a reference, no copy) only for a repeated backward (gradcheck, jacobians,
             # retain_graph): the first backward consumes the softmax buffer.
             ctx.save_for_backward(acts, pick, occ)
             ctx.probs = probs  # an intermediate: backward turns it into the gradient in place
             ctx.clamp = clamp
-        return costs
+        return (-(1.0 + fastemit_lambda) * ll_forward).to(acts.dtype)
 
     @staticmethod
     def backward(ctx, grad_costs: torch.Tensor):
@@ -253,11 +302,14 @@ class _VectorizedRNNTFunction(torch.autograd.Function):
         if grad is None:  # a repeated backward: the first one turned the softmax buffer into its gradient
             grad = torch.softmax(acts, dim=-1)
 
-        occ = occ * grad_costs.to(torch.float64).view(-1, 1, 1, 1)
         dtype = grad.dtype
+        with _single_threaded():
+            occ = occ * grad_costs.to(torch.float64).view(-1, 1, 1, 1)
+            occ_sum = (occ[..., 0] + occ[..., 1]).to(dtype).unsqueeze(-1)
+            occ = occ.neg_().to(dtype)
         # Through log_softmax: d/dx = g - softmax * sum(g) with g = -occ on {blank, label}, 0 elsewhere.
-        grad.mul_((occ[..., 0] + occ[..., 1]).to(dtype).unsqueeze(-1))
-        grad.scatter_add_(-1, pick, occ.neg_().to(dtype))
+        grad.mul_(occ_sum)
+        grad.scatter_add_(-1, pick, occ)
         if ctx.clamp > 0.0:
             grad.clamp_(-ctx.clamp, ctx.clamp)
         return grad, None, None, None, None, None, None, None
