@@ -423,10 +423,14 @@ def test_dockerfile_install_step_keeps_the_containers_torch(tmp_path):
     probe = "import json, torch; print(json.dumps([torch.__version__, torch.__file__]))"
     before = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
 
+    # The "container": a fresh venv whose only site-packages beyond its own is the one holding the torch this test
+    # runs with (a .pth line), whether that is the system's or CI's .venv. No pip or setuptools of its own
+    # (ensurepip's would shadow the ones found there, as nothing shadows the container's): `python -m pip` then runs
+    # that pip, installing into the venv.
     venv = tmp_path / "venv"
-    # No pip or setuptools of its own (ensurepip's would shadow the system's, as nothing shadows the container's):
-    # `python -m pip` then runs the system pip, installing into the venv.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv_site,) = (venv / "lib").glob("python*/site-packages")
+    (venv_site / "_container.pth").write_text(str(Path(before[1]).resolve().parents[1]) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(
         PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
@@ -442,7 +446,7 @@ def test_dockerfile_install_step_keeps_the_containers_torch(tmp_path):
     venv_python = str(venv / "bin" / "python")
     after = json.loads(subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout)
     assert after == before, "the install replaced torch"
-    assert not list((venv / "lib").glob("python*/site-packages/torch")), "torch was installed into the venv"
+    assert not (venv_site / "torch").exists(), "torch was installed into the venv"
     where = subprocess.run(
         [venv_python, "-c", "import nemo_codert; print(nemo_codert.__file__)"],
         capture_output=True, text=True, env=env, cwd=tmp_path, check=True,
