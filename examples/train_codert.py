@@ -5,10 +5,14 @@
     python examples/train_codert.py --config-name=codert_lstm trainer.max_steps=2000
 
 The script follows NeMo's `examples/asr/asr_transducer/speech_to_text_rnnt_bpe.py`: hydra config from `conf/`,
-Lightning trainer, exp_manager (checkpoints, `.nemo` of the best student WER, resume), then a test pass. The one
-addition: when the config has a `data` section, the offline corpus it names is built first (once; later runs
-reuse it), so the default command needs no download and no prepared data.
+Lightning trainer, exp_manager (checkpoints, `.nemo` of the best student WER, resume), then a test pass. Two
+additions: when the config has a `data` section, the offline corpus it names is built first (once; later runs
+reuse it), so the default command needs no download and no prepared data; and every manifest is checked before the
+model is built (`nemo_codert.data.manifest`): a broken manifest stops the run with one error naming file, line and
+field, a bad utterance (missing/corrupt/empty audio, empty or unencodable transcript) is logged and skipped.
 """
+
+from pathlib import Path
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +22,9 @@ from nemo.utils import logging
 from nemo.utils.exp_manager import exp_manager
 from nemo.utils.trainer_utils import resolve_trainer_cfg
 
+from nemo_codert.data.manifest import DEFAULT_MAX_SKIPPED_FRACTION, check_model_data
 from nemo_codert.models import CodertRNNTBPEModel
+from nemo_codert.utils import set_aside_superseded_last_checkpoints
 
 
 @hydra_runner(config_path="../conf", config_name="codert_small")
@@ -40,7 +46,20 @@ def main(cfg: DictConfig) -> None:
     logging.info(f"Hydra config:\n{OmegaConf.to_yaml(cfg)}")
 
     trainer = pl.Trainer(**resolve_trainer_cfg(cfg.trainer))
-    exp_manager(trainer, cfg.get("exp_manager", None))
+    exp = cfg.get("exp_manager") or {}
+    if exp.get("resume_if_exists") and trainer.is_global_zero:
+        run_dir = Path(exp.get("exp_dir") or "nemo_experiments") / (exp.get("name") or "default")
+        for path in set_aside_superseded_last_checkpoints(run_dir):
+            logging.warning(f"A killed run left two last checkpoints: resuming from the newer, {path} set aside")
+    log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
+    check = cfg.get("manifest_check") or {}
+    changed = check_model_data(
+        cfg.model,
+        Path(log_dir or ".") / "checked_manifests",
+        max_skipped_fraction=check.get("max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION),
+    )
+    if changed:
+        logging.warning(f"Training on filtered manifests for {', '.join(changed)} (bad utterances skipped, see above)")
     model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg)
 

@@ -28,7 +28,6 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -39,6 +38,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 from nemo.utils import model_utils
 from nemo.utils.app_state import AppState
+
+from nemo_codert.utils import atomic_path
 
 __all__ = [
     "CODERT_TARGET",
@@ -312,23 +313,6 @@ def stock_model(model_or_path: ModelOrPath, which: str = "student") -> Iterator[
         yield stock
 
 
-@contextlib.contextmanager
-def _atomic_path(out: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out``, renamed over ``out`` when the block succeeds and removed when it fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{out.suffix}"
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise RuntimeError(f"nothing was written for {out}")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def export_side(
     model_or_path: ModelOrPath,
     which: str = "student",
@@ -341,7 +325,7 @@ def export_side(
     complete or absent: an existing ``out_path`` is replaced only by a complete new file. Returns ``out_path``.
     """
     out = Path(out_path).expanduser().resolve()
-    with stock_model(model_or_path, which) as stock, _atomic_path(out) as tmp:
+    with stock_model(model_or_path, which) as stock, atomic_path(out) as tmp:
         stock.save_to(str(tmp))
     return out
 
@@ -416,7 +400,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = load_codert(args.nemo)
         with stock_model(model, args.which) as stock:
             out = Path(args.out).expanduser().resolve()
-            with _atomic_path(out) as tmp:
+            with atomic_path(out) as tmp:
                 stock.save_to(str(tmp))
             print(f"{args.which} of {args.nemo} -> {out} ({STOCK_TARGET})")
             if args.onnx:

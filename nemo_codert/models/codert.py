@@ -28,6 +28,7 @@ import contextlib
 import copy
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
@@ -40,10 +41,13 @@ from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
 from nemo.core.classes.common import typecheck
 from nemo.core.classes.mixins import AccessMixin
 from nemo.utils import logging, model_utils
+from nemo.utils.app_state import AppState
+from nemo.utils.get_rank import is_global_rank_zero
 
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
+from nemo_codert.utils import atomic_path
 
 __all__ = ["CodertRNNTBPEModel", "TransducerSide"]
 
@@ -173,6 +177,14 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             for module in self._frozen_teacher_modules():
                 module.eval()
         return self
+
+    def save_to(self, save_path: str) -> None:
+        """NeMo's ``save_to``, made atomic: NeMo writes the tar straight into ``save_path``, so a crash mid-write
+        would leave a half-written ``.nemo`` that looks like a model. Written beside it, renamed when complete."""
+        if "://" in str(save_path) or (AppState().model_parallel_size or 1) > 1 or not is_global_rank_zero():
+            return super().save_to(save_path)  # remote storage / model parallel / other ranks: NeMo's own path
+        with atomic_path(Path(save_path).expanduser().resolve()) as tmp:
+            super().save_to(str(tmp))
 
     def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
         # NeMo builds decoding/WER on (decoder, joint): the teacher here. Keep them as the teacher's and put the
@@ -363,8 +375,22 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         sample_id = trainer.global_step if trainer is not None else batch_nb
         compute_wer = (sample_id + 1) % log_every == 0
 
+        # A non-finite loss (a corrupt utterance, an overflow) must not poison the model. NeMo's `skip_nan_grad`
+        # zeroes the gradients on every rank, but the forward pass has already folded the bad batch into the
+        # BatchNorm running statistics, which no gradient guard sees: keep them, and put them back once backward
+        # no longer needs the tensors (on_after_backward).
+        norm_stats = self._norm_statistics()
         out = self.codert_losses(signal, signal_len, transcript, transcript_len, compute_wer=compute_wer)
         loss = self.add_auxiliary_losses(out["loss"])
+        if not torch.isfinite(loss):
+            self._norm_statistics_to_restore = norm_stats
+            logging.warning(
+                f"CoDERT: non-finite training loss at step {sample_id} "
+                + ", ".join(f"{k}={out[k].item():.4g}" for k in ("rnnt_student", "rnnt_teacher", "kd") if k in out)
+                + "; normalisation statistics restored"
+                + (", gradients will be zeroed (skip_nan_grad)" if getattr(self, "_skip_nan_grad", False) else
+                   "; set model.skip_nan_grad=true to drop the update too")
+            )
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
 
@@ -379,6 +405,23 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         if self._optim_normalize_joint_txu:
             self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
         return {"loss": loss}
+
+    def on_after_backward(self):
+        pending, self._norm_statistics_to_restore = getattr(self, "_norm_statistics_to_restore", None), None
+        if pending:
+            with torch.no_grad():
+                for buffer, saved in pending:
+                    buffer.copy_(saved)
+        super().on_after_backward()
+
+    def _norm_statistics(self) -> List[tuple]:
+        """(buffer, copy) for every running statistic of a normalisation layer in training mode."""
+        return [
+            (b, b.detach().clone())
+            for m in self.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.training
+            for b in m.buffers(recurse=False)
+        ]
 
     # ------------------------------------------------------------------ evaluation
 

@@ -1,0 +1,51 @@
+"""Small helpers shared by the model, the export and the data checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator, List
+
+__all__ = ["atomic_path", "set_aside_superseded_last_checkpoints"]
+
+
+@contextlib.contextmanager
+def atomic_path(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out``, renamed over ``out`` when the block succeeds and removed when it fails.
+
+    Same directory, so the rename is atomic: readers see the old file or the complete new one, never a part.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{out.suffix}"
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise RuntimeError(f"nothing was written for {out}")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def set_aside_superseded_last_checkpoints(run_dir: Path) -> List[Path]:
+    """Leave one ``*last.ckpt`` per checkpoint directory under ``run_dir``: the newest.
+
+    Lightning writes the new ``...-last.ckpt`` (its name carries the monitored metric, so it is a new file) before
+    it deletes the previous one. A run killed between the two leaves two, and NeMo's exp_manager then refuses to
+    resume ("Multiple checkpoints ... that matches *last.ckpt"). Both files are complete (each is written
+    atomically), so the newest is the one to resume from; the older is renamed to ``*.superseded``, not deleted.
+    Returns the renamed files.
+    """
+    moved: List[Path] = []
+    for checkpoints in sorted(p for p in Path(run_dir).glob("**/checkpoints") if p.is_dir()):
+        lasts = sorted(checkpoints.glob("*last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+        for old in lasts[:-1]:
+            target = old.with_name(old.name + ".superseded")
+            os.replace(old, target)
+            moved.append(target)
+    return moved
