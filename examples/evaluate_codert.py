@@ -121,10 +121,8 @@ def evaluate(
     """Evaluate a CoDERT ``.nemo`` (each side) or a stock NeMo RNN-T ``.nemo``; returns the report as a dict."""
     import torch
 
-    from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
-
     import nemo_codert.models  # noqa: F401  (lets NeMo restore CoDERT targets)
-    from nemo_codert.export import CODERT_TARGET, NemoFileError, load_codert, read_nemo_config
+    from nemo_codert.export import CODERT_TARGET, load_codert, load_stock_transducer, read_nemo_config
 
     entries = read_manifest(manifest)
     target = read_nemo_config(model_path).get("target", None)
@@ -145,13 +143,7 @@ def evaluate(
             results[side_name] = _evaluate_one(transcribe, entries, batch_size, params, num_workers)
         kind = f"{type(model).__name__} ({model.codert.mode})"
     else:
-        try:
-            model = ASRModel.restore_from(str(model_path), map_location="cpu")
-        except Exception as e:
-            raise NemoFileError(f"{model_path}: could not be restored: {type(e).__name__}: {e}") from e
-        if not isinstance(model, EncDecRNNTModel):
-            raise NemoFileError(f"{model_path}: target {target} is not a NeMo RNN-T (transducer) model")
-        model.eval()
+        model = load_stock_transducer(model_path)
         results["model"] = _evaluate_one(model.transcribe, entries, batch_size, count_parameters(model), num_workers)
         kind = type(model).__name__
     return {

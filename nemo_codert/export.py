@@ -48,6 +48,7 @@ __all__ = [
     "export_onnx",
     "export_side",
     "load_codert",
+    "load_stock_transducer",
     "read_nemo_config",
     "stock_config",
     "stock_model",
@@ -144,6 +145,21 @@ def _looks_like_tar(path: Path) -> bool:
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
+
+
+def load_stock_transducer(path: Union[str, os.PathLike]):
+    """A stock NeMo RNN-T ``.nemo`` (any ``EncDecRNNTModel``), restored on the CPU in eval mode; a file that is not
+    one is a :class:`NemoFileError` naming it."""
+    from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
+
+    target = read_nemo_config(path).get("target", None)
+    try:
+        model = ASRModel.restore_from(str(path), map_location="cpu")
+    except Exception as e:
+        raise NemoFileError(f"{path}: could not be restored: {type(e).__name__}: {e}") from e
+    if not isinstance(model, EncDecRNNTModel):
+        raise NemoFileError(f"{path}: target {target} is not a NeMo RNN-T (transducer) model")
+    return model.eval()
 
 
 def load_codert(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"):
@@ -347,18 +363,8 @@ def export_onnx(
     if isinstance(model_or_path, EncDecRNNTBPEModel) and not _is_codert(model_or_path):
         return _export_onnx_stock(model_or_path, out, name)
     if isinstance(model_or_path, (str, os.PathLike)):
-        target = read_nemo_config(model_or_path).get("target", None)
-        if target != CODERT_TARGET:
-            from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
-
-            try:
-                stock = ASRModel.restore_from(str(model_or_path), map_location="cpu")
-            except Exception as e:
-                raise NemoFileError(f"{model_or_path}: could not be restored: {type(e).__name__}: {e}") from e
-            if not isinstance(stock, EncDecRNNTModel):
-                raise NemoFileError(f"{model_or_path}: target {target} is not a NeMo RNN-T (transducer) model")
-            stock.eval()
-            return _export_onnx_stock(stock, out, name)
+        if read_nemo_config(model_or_path).get("target", None) != CODERT_TARGET:
+            return _export_onnx_stock(load_stock_transducer(model_or_path), out, name)
     with stock_model(model_or_path, which) as stock:
         return _export_onnx_stock(stock, out, name)
 
