@@ -127,8 +127,8 @@ def test_fused_and_unfused_joint_give_the_same_losses(corpus, mode):
 
 
 def test_subsampling_mismatch_is_a_clear_error(corpus):
-    cfg = tiny_config(corpus, **{"student_encoder.subsampling_factor": 4})
-    with pytest.raises(ValueError, match=r"model.student_encoder: subsampling factor 4 differs .* teacher .*'s 8"):
+    cfg = tiny_config(corpus, **{"student_encoder.subsampling_factor": 8})
+    with pytest.raises(ValueError, match=r"model.student_encoder: subsampling factor 8 differs .* teacher .*'s 4"):
         CodertRNNTBPEModel(cfg=cfg)
 
 
