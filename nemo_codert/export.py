@@ -39,7 +39,7 @@ from nemo.collections.asr.models import EncDecRNNTBPEModel
 from nemo.utils import model_utils
 from nemo.utils.app_state import AppState
 
-from nemo_codert.utils import atomic_path
+from nemo_codert.utils import atomic_path, restore_nemo
 
 __all__ = [
     "CODERT_TARGET",
@@ -154,7 +154,7 @@ def load_stock_transducer(path: Union[str, os.PathLike]):
 
     target = read_nemo_config(path).get("target", None)
     try:
-        model = ASRModel.restore_from(str(path), map_location="cpu")
+        model = restore_nemo(ASRModel, path, map_location="cpu")
     except Exception as e:
         raise NemoFileError(f"{path}: could not be restored: {type(e).__name__}: {e}") from e
     if not isinstance(model, EncDecRNNTModel):
@@ -176,7 +176,7 @@ def load_codert(path: Union[str, os.PathLike], map_location: Union[str, torch.de
             )
         raise NemoFileError(f"{path}: target {target!r} is not a CoDERT model ({CODERT_TARGET})")
     try:
-        return CodertRNNTBPEModel.restore_from(str(path), map_location=map_location)
+        return restore_nemo(CodertRNNTBPEModel, path, map_location=map_location)
     except Exception as e:
         raise NemoFileError(f"{path}: the CoDERT model could not be restored: {type(e).__name__}: {e}") from e
 

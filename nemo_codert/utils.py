@@ -6,9 +6,9 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Iterator, List, Union
 
-__all__ = ["atomic_path", "set_aside_superseded_last_checkpoints"]
+__all__ = ["atomic_path", "restore_nemo", "set_aside_superseded_last_checkpoints"]
 
 
 @contextlib.contextmanager
@@ -49,3 +49,19 @@ def set_aside_superseded_last_checkpoints(run_dir: Path) -> List[Path]:
             os.replace(old, target)
             moved.append(target)
     return moved
+
+
+def restore_nemo(cls: Any, path: Union[str, os.PathLike], **kwargs: Any) -> Any:
+    """``cls.restore_from(path, **kwargs)`` that leaves NeMo's global state clean when it fails.
+
+    NeMo sets ``AppState().is_model_being_restored`` before it builds the restored model and clears it only after
+    a successful load. A restore that raises (a refused target, a corrupt archive) leaves it set, and every model
+    built later in the process then skips its dataloader setup as if it were being restored.
+    """
+    from nemo.core.classes.modelPT import ModelPT
+
+    try:
+        return cls.restore_from(str(path), **kwargs)
+    except BaseException:
+        ModelPT._set_model_restore_state(is_being_restored=False)
+        raise

@@ -14,6 +14,7 @@ import torch
 
 from conftest import make_trainer, tiny_config
 from nemo_codert.data.manifest import ManifestError, check_dataset_config, check_manifest, check_model_data
+from nemo_codert.utils import restore_nemo
 
 
 def _lines(manifest: Path):
@@ -187,8 +188,13 @@ def test_nemo_with_a_foreign_target_is_refused_not_imported(corpus, tmp_path, mo
                 data = io.BytesIO(raw)
             dst.addfile(member, data)
     with pytest.raises(Exception, match=rf"unsafe target '{target}' is blocked"):
-        ASRModel.restore_from(str(evil), map_location="cpu")
+        restore_nemo(ASRModel, evil, map_location="cpu")
     assert not marker.exists(), f"{module} was imported"
+    # NeMo leaves its "model being restored" flag set after a failed restore (later models would skip their
+    # dataloaders); restore_nemo, which the package uses everywhere, clears it.
+    from nemo.core.classes.modelPT import ModelPT
+
+    assert not ModelPT._is_model_being_restored()
 
 
 def _script_config(corpus, tmp_path: Path, max_steps: int):

@@ -47,7 +47,7 @@ from nemo.utils.get_rank import is_global_rank_zero
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
-from nemo_codert.utils import atomic_path
+from nemo_codert.utils import atomic_path, restore_nemo
 
 __all__ = ["CodertRNNTBPEModel", "TransducerSide"]
 
@@ -514,7 +514,7 @@ def _restore_teacher(path: str) -> EncDecRNNTModel:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
     try:
-        teacher = ASRModel.restore_from(path, map_location="cpu")
+        teacher = restore_nemo(ASRModel, path, map_location="cpu")
     except Exception as e:
         raise ValueError(f"model.codert.teacher_nemo: {path} could not be restored as a NeMo model: {e}") from e
     if not isinstance(teacher, EncDecRNNTModel):
