@@ -226,7 +226,8 @@ def _script_config(corpus, tmp_path: Path, max_steps: int):
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
-    """A real training process, SIGKILLed mid-epoch, resumes with its step count, optimiser state and batch counter."""
+    """A real training process, SIGKILLed mid-epoch, resumes with its step count, optimiser state and batch counter
+    (the exact data position is checked in-process by test_resumed_run_continues_at_the_same_data_position)."""
     import os
     import signal
     import subprocess
@@ -441,3 +442,46 @@ def test_bad_teacher_nemo_is_one_clear_error(corpus, tmp_path, problem):
     cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(path)})
     with pytest.raises((ValueError, TypeError, FileNotFoundError), match=rf"model.codert.teacher_nemo: .*{expected}"):
         CodertRNNTBPEModel(cfg=cfg)
+
+
+def test_resumed_run_continues_at_the_same_data_position(corpus, tmp_path):
+    """Stopped mid-epoch and resumed from its checkpoint, training sees exactly the batches an uninterrupted run
+    sees next (the shuffle is a function of (seed, epoch); the consumed part of the epoch is skipped)."""
+    import lightning.pytorch as pl
+
+    from nemo_codert.data.resumable import EpochSeededSampler
+    from nemo_codert.models import CodertRNNTBPEModel
+
+    cfg = tiny_config(corpus)
+    assert cfg.train_ds.shuffle
+
+    class Fingerprints(pl.Callback):
+        """Records each batch (audio and transcript lengths); writes a checkpoint after batch `save_after`, as
+        ModelCheckpoint does mid-epoch."""
+
+        def __init__(self, save_after=None):
+            self.seen, self.save_after = [], save_after
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((batch[1].tolist(), batch[3].tolist()))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == self.save_after:
+                trainer.save_checkpoint(tmp_path / "mid_epoch.ckpt")
+
+    def run(max_steps, ckpt_path=None, save_after=None):
+        torch.manual_seed(0)
+        record = Fingerprints(save_after)
+        model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=max_steps, callbacks=[record], limit_val_batches=0))
+        assert isinstance(model._train_dl.sampler, EpochSeededSampler)
+        model._trainer.fit(model, ckpt_path=ckpt_path)
+        return model, record.seen
+
+    batches_per_epoch = len(run(0)[0]._train_dl)
+    total, stop = batches_per_epoch + 4, batches_per_epoch // 2  # resume mid-epoch, then cross into the next epoch
+    _, uninterrupted = run(total, save_after=stop)
+    assert uninterrupted[:4] != uninterrupted[batches_per_epoch : batches_per_epoch + 4], "each epoch is shuffled anew"
+    ckpt = torch.load(tmp_path / "mid_epoch.ckpt", map_location="cpu", weights_only=False)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (0, stop)
+    _, seen_after = run(total, ckpt_path=str(tmp_path / "mid_epoch.ckpt"))
+    assert seen_after == uninterrupted[stop:], "the resumed run did not continue at the same data position"

@@ -44,6 +44,7 @@ from nemo.utils import logging, model_utils
 from nemo.utils.app_state import AppState
 from nemo.utils.get_rank import is_global_rank_zero
 
+from nemo_codert.data.resumable import EpochSeededSampler, consumed_batches, resumable_loader
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
@@ -405,6 +406,26 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         if self._optim_normalize_joint_txu:
             self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
         return {"loss": loss}
+
+    # ------------------------------------------------------------------ data: resumable shuffling
+
+    def _setup_dataloader_from_config(self, config: Optional[Dict]):
+        # NeMo's loader, with a shuffle a resumed run can continue (nemo_codert.data.resumable).
+        loader = super()._setup_dataloader_from_config(config)
+        return resumable_loader(loader, seed=int((config or {}).get("seed", 0) or 0))
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._resume_skip_batches = consumed_batches(checkpoint)
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        skip, self._resume_skip_batches = getattr(self, "_resume_skip_batches", None), None
+        loader = getattr(self, "_train_dl", None)
+        sampler = getattr(loader, "sampler", None)
+        if skip and isinstance(sampler, EpochSeededSampler) and self.trainer.world_size == 1:
+            sampler.skip(skip * loader.batch_size)
+            logging.info(f"Resumed mid-epoch: skipping the {skip} batches this epoch had already trained on")
 
     def on_after_backward(self):
         pending, self._norm_statistics_to_restore = getattr(self, "_norm_statistics_to_restore", None), None
