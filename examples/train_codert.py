@@ -19,12 +19,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo.core.config import hydra_runner
 from nemo.utils import logging
-from nemo.utils.exp_manager import exp_manager
+from nemo.utils.exp_manager import exp_manager, get_log_dir
 from nemo.utils.trainer_utils import resolve_trainer_cfg
 
 from nemo_codert.data.manifest import DEFAULT_MAX_SKIPPED_FRACTION, check_model_data
 from nemo_codert.models import CodertRNNTBPEModel
 from nemo_codert.utils import set_aside_superseded_last_checkpoints
+
+
+def _resume_checkpoint_dir(trainer: pl.Trainer, exp: DictConfig) -> Path:
+    """The directory exp_manager resumes from: its checkpoint `dirpath`, else NeMo's own log dir + checkpoints."""
+    dirpath = (exp.get("checkpoint_callback_params") or {}).get("dirpath")
+    if dirpath:
+        return Path(dirpath)
+    log_dir, *_ = get_log_dir(
+        trainer,
+        exp_dir=exp.get("exp_dir"),
+        name=exp.get("name"),
+        version=exp.get("version"),
+        explicit_log_dir=exp.get("explicit_log_dir"),
+        use_datetime_version=exp.get("use_datetime_version", True),
+        resume_if_exists=True,
+    )
+    return Path(log_dir) / "checkpoints"
 
 
 @hydra_runner(config_path="../conf", config_name="codert_small")
@@ -48,8 +65,7 @@ def main(cfg: DictConfig) -> None:
     trainer = pl.Trainer(**resolve_trainer_cfg(cfg.trainer))
     exp = cfg.get("exp_manager") or {}
     if exp.get("resume_if_exists") and trainer.is_global_zero:
-        run_dir = Path(exp.get("exp_dir") or "nemo_experiments") / (exp.get("name") or "default")
-        for path in set_aside_superseded_last_checkpoints(run_dir):
+        for path in set_aside_superseded_last_checkpoints(_resume_checkpoint_dir(trainer, exp)):
             logging.warning(f"A killed run left two last checkpoints: resuming from the newer, {path} set aside")
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     check = cfg.get("manifest_check") or {}

@@ -32,8 +32,8 @@ def atomic_path(out: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def set_aside_superseded_last_checkpoints(run_dir: Path) -> List[Path]:
-    """Leave one ``*last.ckpt`` per checkpoint directory under ``run_dir``: the newest.
+def set_aside_superseded_last_checkpoints(checkpoint_dir: Path) -> List[Path]:
+    """Leave one ``*last.ckpt`` in ``checkpoint_dir`` (searched as exp_manager searches it): the newest.
 
     Lightning writes the new ``...-last.ckpt`` (its name carries the monitored metric, so it is a new file) before
     it deletes the previous one. A run killed between the two leaves two, and NeMo's exp_manager then refuses to
@@ -41,13 +41,12 @@ def set_aside_superseded_last_checkpoints(run_dir: Path) -> List[Path]:
     atomically), so the newest is the one to resume from; the older is renamed to ``*.superseded``, not deleted.
     Returns the renamed files.
     """
+    lasts = sorted(Path(checkpoint_dir).rglob("*last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
     moved: List[Path] = []
-    for checkpoints in sorted(p for p in Path(run_dir).glob("**/checkpoints") if p.is_dir()):
-        lasts = sorted(checkpoints.glob("*last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
-        for old in lasts[:-1]:
-            target = old.with_name(old.name + ".superseded")
-            os.replace(old, target)
-            moved.append(target)
+    for old in lasts[:-1]:
+        target = old.with_name(old.name + ".superseded")
+        os.replace(old, target)
+        moved.append(target)
     return moved
 
 

@@ -119,6 +119,8 @@ def test_model_config_gets_the_filtered_manifest(good, corpus, tmp_path):
 
 def test_nan_batch_does_not_poison_the_model(good, corpus, tmp_path, caplog):
     """A real NaN-filled audio file in training: that batch is dropped, weights and BatchNorm stats stay finite."""
+    import lightning.pytorch as pl
+
     from nemo_codert.models import CodertRNNTBPEModel
 
     audio, sr = soundfile.read(good[0]["audio_filepath"], dtype="float32")
@@ -137,7 +139,7 @@ def test_nan_batch_does_not_poison_the_model(good, corpus, tmp_path, caplog):
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     losses = []
 
-    class Record(__import__("lightning.pytorch").pytorch.Callback):
+    class Record(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 

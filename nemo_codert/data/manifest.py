@@ -201,7 +201,8 @@ def check_model_data(
     copies where needed); returns the names of the configs that changed."""
     from omegaconf import open_dict
 
-    tokenizer_dir = model_cfg.get("tokenizer", {}).get("dir") if model_cfg.get("tokenizer") else None
+    tokenizer = model_cfg.get("tokenizer")
+    tokenizer_dir = tokenizer.get("dir") if tokenizer else None
     changed = []
     for name in ("train_ds", "validation_ds", "test_ds"):
         ds = model_cfg.get(name)
