@@ -20,7 +20,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nemo.collections.asr.losses.rnnt import RNNTLoss  # noqa: E402
 
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss  # noqa: E402
+
+from common import machine_description  # noqa: E402  (benchmarks/common.py, beside this script)
 
 DEFAULT_SIZES = ["16x75x26x129", "8x150x40x257", "32x50x20x129", "4x200x60x513"]
 
@@ -117,19 +118,6 @@ def wait_until_idle(threshold: float = 0.15, timeout: float = 900.0) -> bool:
         if quiet == 0:
             time.sleep(2.0)
     return False
-
-
-def machine_description() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        model = fields.get("Model name", model).strip()
-        cpus = fields.get("CPU(s)", "?").strip()
-        threads_per_core = fields.get("Thread(s) per core", "?").strip()
-        return f"{model}, {cpus} logical CPUs ({threads_per_core} thread(s) per core), {os.cpu_count()} visible"
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return f"{model}, {os.cpu_count()} logical CPUs"
 
 
 def profile_ours(size: str, repeats: int, top: int = 12) -> str:

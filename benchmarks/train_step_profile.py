@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from common import git_commit, machine_description  # benchmarks/common.py, beside this script
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _machine() -> str:
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return f"{cpu}, {torch.get_num_threads()} torch threads, {platform.system()} {platform.machine()}"
 
 
 def profile(config: str, cpu_rnnt_loss: str, steps: int) -> dict:
@@ -95,14 +87,14 @@ def main() -> None:
     command = "python benchmarks/train_step_profile.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
     )
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     text = "\n".join(
         [
             f"# Training-step profile of `{args.config}` on CPU",
             "",
             f"- command: `{command}`",
             f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, commit {commit}",
-            f"- machine: {_machine()}; torch {torch.__version__}",
+            f"- machine: {machine_description()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}",
             "- a step = features + both encoders + decoder + joints + both RNN-T losses + KD + backward + AdamW, "
             "real batches of the embedded corpus (batch size from the config); loss time measured with forward "
             "hooks on the loss module, summed over the teacher's and the student's loss.",

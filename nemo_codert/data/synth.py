@@ -3,12 +3,14 @@
 Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
 wheel, driven through ctypes in synchronous mode (one engine per worker process; the library is not thread-safe),
 at 22.05 kHz, resampled to 16 kHz. Each utterance gets a voice variant (``en-us+f3``...), a speaking rate and a
-pitch. The text comes from ``nemo_codert.data.text``.
+pitch. The text comes from ``nemo_codert.data.text``. Optionally (``augment``, ``nemo_codert.data.augment``) each
+utterance is also reverberated and/or mixed with noise, drawn from the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
 reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift.
 
     python -m nemo_codert.data.synth --hours 5 --out DIR
+    python -m nemo_codert.data.synth --hours 3 --out DIR --reverb-prob 0.5 --noise-prob 0.8   # a harder corpus
 
 The build is atomic: everything is written to a temporary sibling directory that is renamed into place at the
 end, so a crash never leaves a corpus that looks complete. A complete corpus with the same parameters is reused.
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from nemo_codert.data.augment import Augmentation, add_noise, reverberate
 
 __all__ = ["Corpus", "build_corpus", "voice_variants"]
 
@@ -127,11 +131,17 @@ def voice_variants() -> List[str]:
     return sorted(p.name for p in variants_dir.iterdir() if p.is_file() and p.name not in _EXCLUDED_VARIANTS)
 
 
-def _render(job: Tuple[str, str, str, int, int]) -> Tuple[str, float]:
+def _render(job: Tuple[str, str, str, int, int, Optional[Dict], int]) -> Tuple[str, float]:
     import soundfile as sf
 
-    path, text, voice, rate, pitch = job
+    path, text, voice, rate, pitch, degrade, seed = job
     audio = synthesize(text, voice, rate, pitch)
+    if degrade:
+        noise_rng = np.random.default_rng(seed)
+        if degrade["rt60"] is not None:
+            audio = reverberate(audio, degrade["rt60"], SAMPLE_RATE, noise_rng)
+        if degrade["snr_db"] is not None:
+            audio = add_noise(audio, degrade["snr_db"], degrade["noise"], noise_rng)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 0.99:  # some variants overshoot: scale rather than clip
         audio *= 0.99 / peak
@@ -150,8 +160,9 @@ def build_corpus(
     seed: int = 0,
     vocab_size: int = 128,
     num_workers: int = 2,
+    augment: Optional[Augmentation] = None,
 ) -> Corpus:
-    """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length."""
+    """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length; ``augment`` degrades audio."""
     out = Path(out_dir).resolve()
     params = {
         "format": _FORMAT_VERSION,
@@ -160,6 +171,8 @@ def build_corpus(
         "test_hours": float(test_hours),
         "seed": int(seed),
         "vocab_size": int(vocab_size),
+        # JSON's view of the dataclass (lists, not tuples), so it compares equal to what corpus.json holds.
+        "augment": json.loads(json.dumps(asdict(augment))) if augment is not None else None,
     }
     existing = _existing_params(out)
     if existing is not None:
@@ -196,7 +209,7 @@ def _existing_params(out: Path) -> Optional[Dict]:
     if not meta.is_file():
         return None
     data = json.loads(meta.read_text())
-    return {k: data.get(k) for k in ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size")}
+    return {k: data.get(k) for k in ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size", "augment")}
 
 
 def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
@@ -225,7 +238,10 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     ctx = get_context("fork")
     with ctx.Pool(max(1, num_workers)) as workers:
         for split in _SPLITS:
-            entries = _synthesize_split(split, pools[split], voices[split], targets[split], rng, tmp, final, workers)
+            entries = _synthesize_split(
+                split, pools[split], voices[split], targets[split], rng, tmp, final, workers, params["augment"],
+                random.Random(f"{params['seed']}-augment-{split}"),
+            )
             _write_split(split, entries, tmp, final)
             summary["splits"][split] = {
                 "utterances": len(entries),
@@ -238,7 +254,10 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     return summary
 
 
-def _synthesize_split(split, texts, voices, hours, rng, tmp, final, workers) -> List[Dict]:
+def _synthesize_split(
+    split, texts, voices, hours, rng, tmp, final, workers, augment: Optional[Dict], augment_rng: random.Random
+) -> List[Dict]:
+    augmentation = Augmentation(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}) if augment else None
     entries: List[Dict] = []
     total, batch = 0.0, 64
     for begin in range(0, len(texts), batch):
@@ -249,8 +268,15 @@ def _synthesize_split(split, texts, voices, hours, rng, tmp, final, workers) -> 
             voice = "en-us+" + rng.choice(voices)
             rate, pitch = rng.randint(*_RATE_WPM), rng.randint(*_PITCH)
             name = f"audio/{split}_{i:06d}.wav"
-            jobs.append((str(tmp / name), text, voice, rate, pitch))
-            metas.append({"audio_filepath": str(final / name), "text": text, "voice": voice, "rate": rate, "pitch": pitch})
+            meta = {"audio_filepath": str(final / name), "text": text, "voice": voice, "rate": rate, "pitch": pitch}
+            # From a generator of its own: a degraded corpus has the same texts, voices, rates and pitches as the
+            # clean corpus of its seed, so the two differ by the degradation alone.
+            seed = augment_rng.getrandbits(32) if augmentation else 0
+            degrade = augmentation.draw(np.random.default_rng(seed)) if augmentation else None
+            if degrade:
+                meta.update(degrade)
+            jobs.append((str(tmp / name), text, voice, rate, pitch, degrade, seed + 1))
+            metas.append(meta)
         for meta, (_, duration) in zip(metas, workers.map(_render, jobs)):
             if total >= hours * 3600:
                 os.remove(tmp / Path(meta["audio_filepath"]).relative_to(final))
@@ -328,10 +354,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=128)
     parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    degrade = parser.add_argument_group("degradation (nemo_codert.data.augment; off unless a probability is > 0)")
+    degrade.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of utterances reverberated")
+    degrade.add_argument("--rt60", type=float, nargs=2, default=(0.2, 0.8), metavar=("LO", "HI"), help="seconds")
+    degrade.add_argument("--noise-prob", type=float, default=0.0, help="fraction of utterances with added noise")
+    degrade.add_argument("--snr-db", type=float, nargs=2, default=(5.0, 25.0), metavar=("LO", "HI"))
     args = parser.parse_args(argv)
+    augment = None
+    if args.reverb_prob > 0 or args.noise_prob > 0:
+        augment = Augmentation(args.reverb_prob, tuple(args.rt60), args.noise_prob, tuple(args.snr_db))
     started = time.time()
     corpus = build_corpus(
-        args.out, args.hours, args.dev_hours, args.test_hours, args.seed, args.vocab_size, args.num_workers
+        args.out, args.hours, args.dev_hours, args.test_hours, args.seed, args.vocab_size, args.num_workers, augment
     )
     meta = json.loads((corpus.root / "corpus.json").read_text())
     print(f"corpus in {corpus.root} ({time.time() - started:.1f} s)")

@@ -1,0 +1,599 @@
+"""The CoDERT paper's comparison on this machine: baseline student, teacher, and the CoDERT variants, several seeds.
+
+    python benchmarks/paper_table.py            # the full table (the budget: <= 2 h on 2 CPU cores)
+    python benchmarks/paper_table.py --quick    # a smoke version of the same pipeline (<= 10 min)
+
+Pipeline (every stage reuses what an earlier, interrupted run finished: rerun the same command to continue):
+
+1. Corpus: the offline eSpeak NG synthesiser (``nemo_codert.data.synth``) with reverberation and additive noise
+   (``nemo_codert.data.augment``); many voice variants, random rate and pitch; the test split's voices *and*
+   sentences are unseen in training.
+2. Training: every system below, every seed, the same data, steps, optimiser and schedule (``conf/<config>.yaml``:
+   AdamW, cosine, the default batch), in its own process, ``--jobs`` at a time (each with cores/jobs torch threads).
+   The student of every system is exported as a stock NeMo ``.nemo`` (``nemo_codert.export.export_side``).
+3. Cost: each system's training step is timed alone (all cores, nothing else running), median of
+   ``--time-steps`` steps after 3 warm-up steps; peak memory is the process's peak resident set (VmHWM, reset when
+   training starts) and its growth over the resident set at that moment (activations, gradients, optimiser state).
+4. Evaluation: each exported student (the deployable model) transcribes the test split with stock NeMo: WER,
+   parameters, CPU real-time factor (``nemo_codert.evaluation``). Teachers trained in tandem are scored too.
+5. Report: ``<results-dir>/paper_table.md`` (table, command, machine, date, commit), ``paper_table.json`` (every
+   number of every run) and ``paper_table.png`` (test WER per system; dev WER over training for 1 and 4).
+
+Systems (``SYSTEMS``): 1 student_only, 2 teacher_only (the teacher architecture trained alone), 3 tandem with
+lambda=0 (implicit distillation through the shared prediction network and joint only), 4 CoDERT (tandem + encoder-
+logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import git_commit, machine_description  # noqa: E402  (benchmarks/common.py)
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    label: str
+    mode: str  # model.codert.mode
+    kd_weight: float = 1.0
+    share_decoder: bool = True
+    teacher_sized: bool = False  # student_only with the teacher's encoder: the teacher trained alone
+    curve: bool = False  # validate during training (dev WER over steps is plotted for these)
+
+
+SYSTEMS: Sequence[System] = (
+    System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
+    System("teacher_only", "2 teacher alone", "student_only", kd_weight=0.0, teacher_sized=True),
+    System("tandem_implicit", "3 tandem, lambda=0 (implicit only)", "tandem", kd_weight=0.0),
+    System("codert", "4 CoDERT: tandem + encoder KD", "tandem", curve=True),
+    System("static_teacher", "5 static teacher (2) + encoder KD", "static_teacher"),
+    System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False),
+)
+BY_NAME = {s.name: s for s in SYSTEMS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    hours: float
+    dev_hours: float
+    test_hours: float
+    steps: int
+    seeds: List[int]
+    val_every: int
+    time_steps: int
+    jobs: int
+    reverb_prob: float = 0.5
+    noise_prob: float = 0.8
+    config: str = "codert_small"
+    overrides: List[str] = field(default_factory=list)  # extra dotted config keys, KEY=VALUE (YAML value)
+
+
+PRESETS = {
+    # Sized for <= 2 h on 2 CPU cores: 18 runs of the two-encoder systems dominate (~5.5 s per step of all runs).
+    "full": Settings(hours=2.0, dev_hours=0.1, test_hours=0.2, steps=700, seeds=[0, 1, 2], val_every=100,
+                     time_steps=20, jobs=2),
+    "quick": Settings(hours=0.15, dev_hours=0.03, test_hours=0.05, steps=40, seeds=[0, 1, 2], val_every=20,
+                      time_steps=5, jobs=2),
+}
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+
+def system_config(settings: Settings, system: System, seed: int, corpus_dir: Path, teacher_nemo: Optional[Path]):
+    """The full hydra-style config (model + trainer) of one system and seed: the base config plus what differs."""
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = OmegaConf.load(REPO / "conf" / f"{settings.config}.yaml")
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(settings.overrides)))  # values parsed as YAML
+    with open_dict(cfg):
+        cfg.data.dir = str(corpus_dir)
+        cfg.model.train_ds.seed = seed
+        cfg.trainer.max_steps = settings.steps
+        c = cfg.model.codert
+        c.mode = system.mode
+        c.kd_weight = system.kd_weight
+        c.share_decoder = system.share_decoder
+        c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
+        if system.teacher_sized:
+            cfg.model.student_encoder = cfg.model.encoder
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _spec_key(spec: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ worker (one process)
+
+
+def _rss_bytes(field_name: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _sync(module) -> None:
+    import torch
+
+    if next(module.parameters()).is_cuda:
+        torch.cuda.synchronize()
+
+
+class _Recorder:
+    """Lightning callback: per-step wall time, dev WER at each validation, memory from the start of training."""
+
+    def __init__(self) -> None:
+        self.step_seconds: List[float] = []
+        self.dev_wer: List[Dict[str, float]] = []
+        self.rss_at_start: Optional[int] = None
+        self._t0 = 0.0
+
+    def hooks(self):
+        import lightning.pytorch as pl
+
+        recorder = self
+
+        class Callback(pl.Callback):
+            def on_train_start(self, trainer, pl_module):
+                # Reset the kernel's peak-RSS mark (VmHWM) so the peak is that of training, not of model building.
+                try:
+                    Path("/proc/self/clear_refs").write_text("5")
+                except OSError:
+                    pass
+                recorder.rss_at_start = _rss_bytes("VmRSS")
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                _sync(pl_module)
+                recorder._t0 = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                _sync(pl_module)  # on a GPU the step is done when its kernels are, not when Python returns
+                recorder.step_seconds.append(time.perf_counter() - recorder._t0)
+
+            def on_validation_end(self, trainer, pl_module):
+                metrics = trainer.callback_metrics
+                point = {"step": int(trainer.global_step), "student": float(metrics["val_wer"])}
+                if "val_wer_teacher" in metrics:
+                    point["teacher"] = float(metrics["val_wer_teacher"])
+                recorder.dev_wer.append(point)
+
+        return Callback()
+
+
+def run_worker(spec_path: Path) -> None:
+    """Train (or time) one system for one seed, as ``spec_path`` describes; the result JSON is written last."""
+    import lightning.pytorch as pl
+    import torch
+
+    from nemo_codert.evaluation import write_json_atomic
+    from nemo_codert.export import export_side
+    from nemo_codert.models import CodertRNNTBPEModel
+
+    spec = json.loads(spec_path.read_text())
+    torch.set_num_threads(spec["threads"])
+    settings = Settings(**spec["settings"])
+    system = BY_NAME[spec["system"]]
+    run_dir = Path(spec["run_dir"])
+    teacher = Path(spec["teacher_nemo"]) if spec.get("teacher_nemo") else None
+    cfg = system_config(settings, system, spec["seed"], Path(spec["corpus_dir"]), teacher)
+    timing = spec["kind"] == "time"
+
+    pl.seed_everything(spec["seed"], workers=True)
+    recorder = _Recorder()
+    validate = system.curve and not timing
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=3 + settings.time_steps if timing else settings.steps,
+        val_check_interval=settings.val_every if validate else None,
+        check_val_every_n_epoch=None if validate else 1,
+        limit_val_batches=1.0 if validate else 0,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[recorder.hooks()],
+    )
+    model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
+    started = time.time()
+    trainer.fit(model)
+    result: Dict[str, Any] = {
+        "spec": spec,
+        "train_seconds": time.time() - started,
+        "steps": int(trainer.global_step),
+        "step_seconds": recorder.step_seconds,
+        "dev_wer": recorder.dev_wer,
+        "peak_rss": _rss_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_at_train_start": recorder.rss_at_start,
+        "threads": torch.get_num_threads(),
+    }
+    if not timing:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        model.save_to(str(run_dir / "model.nemo"))  # the whole CoDERT model (benchmarks/entropy.py reads it)
+        result["student_nemo"] = str(export_side(model, "student", run_dir / "student.nemo"))
+        if system.mode == "tandem":
+            result["teacher_nemo"] = str(export_side(model, "teacher", run_dir / "teacher.nemo"))
+    write_json_atomic(result, Path(spec["result"]))
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+@dataclass
+class Job:
+    spec: Dict[str, Any]
+    needs: Optional[Path] = None  # a result file that must exist first (static_teacher needs its teacher)
+
+    @property
+    def result(self) -> Path:
+        return Path(self.spec["result"])
+
+    def done(self) -> bool:
+        if not self.result.is_file():
+            return False
+        return _spec_key(json.loads(self.result.read_text())["spec"]) == _spec_key(self.spec)
+
+
+def _run_jobs(jobs: List[Job], parallel: int, log_dir: Path) -> None:
+    """Run the jobs not done yet, ``parallel`` at a time, each in its own Python process; stop at the first failure."""
+    pending = [j for j in jobs if not j.done()]
+    skipped = len(jobs) - len(pending)
+    if skipped:
+        print(f"  {skipped} of {len(jobs)} already done (reused)", flush=True)
+    running: List[tuple] = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        for job in list(pending):
+            if len(running) >= parallel:
+                break
+            if job.needs is not None and not job.needs.is_file():
+                continue
+            pending.remove(job)
+            spec_path = job.result.with_suffix(".spec.json")
+            spec_path.parent.mkdir(parents=True, exist_ok=True)
+            spec_path.write_text(json.dumps(job.spec, indent=2))
+            log = open(log_dir / f"{job.result.stem}.log", "w")
+            env = {**os.environ, "OMP_NUM_THREADS": str(job.spec["threads"]), "PYTHONUNBUFFERED": "1"}
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--worker", str(spec_path)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+            running.append((job, proc, log, time.time()))
+            print(f"  started {job.result.stem}", flush=True)
+        if not running:
+            missing = [str(j.needs) for j in pending]
+            raise RuntimeError(f"jobs wait for results no job will produce: {missing}")
+        time.sleep(0.5)
+        for entry in list(running):
+            job, proc, log, began = entry
+            if proc.poll() is None:
+                continue
+            running.remove(entry)
+            log.close()
+            if proc.returncode != 0 or not job.result.is_file():
+                for _, other, *_ in running:
+                    other.kill()
+                tail = (log_dir / f"{job.result.stem}.log").read_text()[-3000:]
+                raise RuntimeError(f"{job.result.stem} failed (exit {proc.returncode}); log tail:\n{tail}")
+            print(f"  finished {job.result.stem} in {time.time() - began:.0f} s", flush=True)
+
+
+def _corpus_dir(work: Path, s: Settings) -> Path:
+    return work / f"corpus-{s.hours}h-r{s.reverb_prob}-n{s.noise_prob}"
+
+
+def build_benchmark_corpus(work: Path, s: Settings):
+    from omegaconf import OmegaConf
+
+    from nemo_codert.data.augment import Augmentation
+    from nemo_codert.data.synth import build_corpus
+
+    base = OmegaConf.load(REPO / "conf" / f"{s.config}.yaml")
+    return build_corpus(
+        _corpus_dir(work, s),
+        hours=s.hours,
+        dev_hours=s.dev_hours,
+        test_hours=s.test_hours,
+        seed=0,  # the data are fixed; the seeds vary the models
+        vocab_size=int(base.data.vocab_size),
+        num_workers=os.cpu_count() or 1,
+        augment=Augmentation(reverb_prob=s.reverb_prob, noise_prob=s.noise_prob),
+    )
+
+
+def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]:
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // s.jobs) if kind == "train" else cores
+    seeds = s.seeds if kind == "train" else s.seeds[:1]
+    jobs = []
+    for seed in seeds:
+        teacher_run = work / "runs" / f"teacher_only-seed{seed}"
+        for system in SYSTEMS:
+            static = system.mode == "static_teacher"
+            spec = {
+                "kind": kind,
+                "system": system.name,
+                "seed": seed,
+                "settings": asdict(s),
+                "corpus_dir": str(corpus_dir),
+                "threads": threads,
+                "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
+                "result": str(work / kind / f"{system.name}-seed{seed}.json"),
+                # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo).
+                "teacher_nemo": str(teacher_run / "student.nemo") if static else None,
+            }
+            needs = work / "train" / f"teacher_only-seed{seed}.json" if static else None
+            jobs.append(Job(spec, needs))
+    # Teachers first: the static-teacher runs wait for them.
+    return sorted(jobs, key=lambda j: (j.spec["system"] != "teacher_only", j.needs is not None))
+
+
+def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dict[str, Dict[str, Any]]:
+    """WER, parameters and CPU RTF of each exported student on the test split (and WER of tandem teachers)."""
+    import torch
+
+    from nemo_codert.evaluation import count_parameters, measure_transcription, read_manifest, write_json_atomic
+    from nemo_codert.export import load_stock_transducer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    entries = read_manifest(test_manifest)
+    scores = {}
+    for job in train_jobs:
+        run = json.loads(job.result.read_text())
+        cache = work / "eval" / job.result.name
+        if cache.is_file() and json.loads(cache.read_text()).get("key") == _spec_key(run["spec"]):
+            scores[job.result.stem] = json.loads(cache.read_text())
+            continue
+        score: Dict[str, Any] = {"key": _spec_key(run["spec"])}
+        for side in ("student", "teacher"):
+            if f"{side}_nemo" in run:
+                model = load_stock_transducer(run[f"{side}_nemo"])
+                r = measure_transcription(model.transcribe, entries, batch_size=8, params=count_parameters(model))
+                score[side] = {k: v for k, v in r.items() if k != "hypotheses"}
+        write_json_atomic(score, cache)
+        scores[job.result.stem] = score
+        print(f"  evaluated {job.result.stem}: test WER {score['student']['wer']:.3f}", flush=True)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _mean_sd(values: Sequence[float]) -> tuple:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[str, Any]:
+    runs = {j.result.stem: json.loads(j.result.read_text()) for j in train_jobs}
+    timings = {j.spec["system"]: json.loads(j.result.read_text()) for j in time_jobs}
+    rows = {}
+    for system in SYSTEMS:
+        per_seed = {seed: scores[f"{system.name}-seed{seed}"] for seed in s.seeds}
+        t = timings[system.name]
+        steps = t["step_seconds"][3:] or t["step_seconds"]
+        rows[system.name] = {
+            "label": system.label,
+            "test_wer": {seed: v["student"]["wer"] for seed, v in per_seed.items()},
+            "teacher_test_wer": {seed: v["teacher"]["wer"] for seed, v in per_seed.items() if "teacher" in v},
+            "params": per_seed[s.seeds[0]]["student"]["params"],
+            "rtf": statistics.fmean(v["student"]["rtf"] for v in per_seed.values()),
+            "step_seconds": statistics.median(steps),
+            "peak_rss": t["peak_rss"],
+            "train_rss_growth": t["peak_rss"] - t["rss_at_train_start"] if t["rss_at_train_start"] else None,
+            "dev_wer": {seed: runs[f"{system.name}-seed{seed}"]["dev_wer"] for seed in s.seeds},
+            "train_seconds": {seed: runs[f"{system.name}-seed{seed}"]["train_seconds"] for seed in s.seeds},
+        }
+    base = rows["student_only"]["test_wer"]
+    for row in rows.values():
+        # Paired by seed: the same seed gives both systems the same data order and (student) initial weights.
+        row["rel_reduction"] = {seed: (base[seed] - row["test_wer"][seed]) / base[seed] for seed in s.seeds}
+    corpus_meta = json.loads((_corpus_dir(work, s) / "corpus.json").read_text())
+    return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta}
+
+
+def _targets(summary: Dict[str, Any]) -> List[str]:
+    rows = summary["rows"]
+    base, codert = rows["student_only"], rows["codert"]
+    b_mean, b_sd = _mean_sd(list(base["test_wer"].values()))
+    c_mean, c_sd = _mean_sd(list(codert["test_wer"].values()))
+    separated = max(codert["test_wer"].values()) < min(base["test_wer"].values())
+    ratio = c_mean / b_mean
+    step_sum = rows["student_only"]["step_seconds"] + rows["teacher_only"]["step_seconds"]
+    mem_parts = [rows[n]["train_rss_growth"] for n in ("student_only", "teacher_only", "codert")]
+    lines = [
+        f"- CoDERT student WER <= 0.90 x baseline, outside the seed spread: {c_mean:.3f} vs {b_mean:.3f} = "
+        f"{ratio:.3f} x; every seed of CoDERT below every seed of the baseline: {'yes' if separated else 'no'} "
+        f"(baseline {b_mean:.3f} +- {b_sd:.3f}, CoDERT {c_mean:.3f} +- {c_sd:.3f}) -> "
+        + ("**met**" if ratio <= 0.90 and separated else "**not met**"),
+        f"- tandem step <= 0.9 x (teacher-only + student-only step): {codert['step_seconds']:.3f} s vs "
+        f"0.9 x {step_sum:.3f} = {0.9 * step_sum:.3f} s -> "
+        + ("**met**" if codert["step_seconds"] <= 0.9 * step_sum else "**not met**"),
+    ]
+    if None not in mem_parts:
+        s_g, t_g, c_g = mem_parts
+        lines.append(
+            f"- tandem peak memory <= sum of the two (growth of the resident set during training): "
+            f"{c_g / 2**20:.0f} MiB vs {s_g / 2**20:.0f} + {t_g / 2**20:.0f} = {(s_g + t_g) / 2**20:.0f} MiB -> "
+            + ("**met**" if c_g <= s_g + t_g else "**not met**")
+        )
+    return lines
+
+
+def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_seconds: float) -> Path:
+    s = Settings(**summary["settings"])
+    rows = summary["rows"]
+    corpus = summary["corpus"]
+    lines = [
+        "# CoDERT on this machine: the paper's comparison",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, commit {git_commit()}",
+        f"- machine: {machine_description()}; training {s.jobs} runs at a time, "
+        f"{max(1, (os.cpu_count() or 1) // s.jobs)} torch thread(s) each; step time, memory and RTF measured alone "
+        f"with {os.cpu_count()} threads",
+        f"- wall time of the whole benchmark: {wall_seconds / 60:.1f} min",
+        f"- corpus: eSpeak NG, {corpus['splits']['train']['utterances']} train utterances "
+        f"({corpus['splits']['train']['hours']} h, {len(corpus['splits']['train']['voices'])} voices), "
+        f"dev {corpus['splits']['dev']['hours']} h, test {corpus['splits']['test']['hours']} h "
+        f"({corpus['splits']['test']['utterances']} utterances, {len(corpus['splits']['test']['voices'])} voices and "
+        f"all sentences unseen in training); reverberation on {s.reverb_prob:.0%} of utterances (RT60 0.2-0.8 s), "
+        f"noise on {s.noise_prob:.0%} (white/pink/brown, SNR 5-25 dB)",
+        f"- training: `conf/{s.config}.yaml`"
+        + (f" with {' '.join(s.overrides)}" if s.overrides else "")
+        + f", {s.steps} steps for every system, seeds {', '.join(map(str, s.seeds))} (seed = weights, shuffle, "
+        "dropout, masks; the data are the same)",
+        "",
+        "Test WER of the deployed model (the student; for 2 the teacher-sized model), mean +- standard deviation over "
+        "seeds; relative WER reduction vs 1, paired by seed, mean +- sd.",
+        "",
+        "| system | test WER | per seed | rel. reduction vs 1 | params (deployed) | step (s) | peak RSS (MiB) | "
+        "RSS growth in training (MiB) | RTF |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        wers = [row["test_wer"][seed] for seed in s.seeds]
+        mean, sd = _mean_sd(wers)
+        rel_mean, rel_sd = _mean_sd([row["rel_reduction"][seed] for seed in s.seeds])
+        rel = "-" if name == "student_only" else f"{100 * rel_mean:+.1f} % +- {100 * rel_sd:.1f}"
+        growth = f"{row['train_rss_growth'] / 2**20:.0f}" if row["train_rss_growth"] is not None else "n/a"
+        lines.append(
+            f"| {row['label']} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} | {rel} | "
+            f"{row['params']:,} | {row['step_seconds']:.3f} | {row['peak_rss'] / 2**20:.0f} | {growth} | "
+            f"{row['rtf']:.4f} |"
+        )
+    teacher_rows = [(r["label"], list(r["teacher_test_wer"].values())) for r in rows.values() if r["teacher_test_wer"]]
+    if teacher_rows:
+        lines += ["", "Teachers trained in tandem (test WER of the teacher side, same runs):", "",
+                  "| system | teacher test WER | per seed |", "|---|---:|---|"]
+        for label, wers in teacher_rows:
+            mean, sd = _mean_sd(wers)
+            lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
+    lines += ["", "Targets (issue 5):", "", *_targets(summary), "", "![WER per system](paper_table.png)", ""]
+    out = results_dir / "paper_table.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def plot(summary: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = Settings(**summary["settings"])
+    rows = summary["rows"]
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = list(rows)
+    means = [_mean_sd([rows[n]["test_wer"][seed] for seed in s.seeds]) for n in names]
+    x = range(len(names))
+    bars.bar(x, [m for m, _ in means], yerr=[sd for _, sd in means], capsize=4, color="#9ab", edgecolor="#345")
+    for i, n in enumerate(names):
+        bars.scatter([i] * len(s.seeds), [rows[n]["test_wer"][seed] for seed in s.seeds], s=12, color="#123", zorder=3)
+    bars.set_xticks(list(x), [rows[n]["label"].split(":")[0] for n in names], rotation=25, ha="right", fontsize=8)
+    bars.set_ylabel("test WER (unseen voices and sentences)")
+    bars.set_title(f"Deployed model, {len(s.seeds)} seeds (bars: mean +- sd, dots: seeds)")
+    for name, colour in (("student_only", "#c44"), ("codert", "#27a")):
+        by_seed = rows[name]["dev_wer"]
+        steps = [p["step"] for p in by_seed[s.seeds[0]]]
+        if not steps:
+            continue
+        table = [[p["student"] for p in by_seed[seed]] for seed in s.seeds]
+        mean = [statistics.fmean(col) for col in zip(*table)]
+        curves.plot(steps, mean, color=colour, marker="o", label=rows[name]["label"])
+        curves.fill_between(steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2)
+    curves.set_xlabel("training step")
+    curves.set_ylabel("dev WER (student)")
+    curves.set_title("Dev WER during training (line: mean, band: min-max over seeds)")
+    curves.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> tuple:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the smoke preset (small corpus, few steps)")
+    parser.add_argument("--hours", type=float, help="train hours of the benchmark corpus")
+    parser.add_argument("--dev-hours", type=float)
+    parser.add_argument("--test-hours", type=float)
+    parser.add_argument("--steps", type=int, help="training steps of every system")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--val-every", type=int, help="dev WER every N steps (systems 1 and 4)")
+    parser.add_argument("--time-steps", type=int, help="steps timed per system (after 3 warm-up steps)")
+    parser.add_argument("--jobs", type=int, help="training runs at a time")
+    parser.add_argument("--config", help="base config in conf/ (default codert_small)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key for every system, e.g. --set model.optim.lr=2e-3")
+    parser.add_argument("--work-dir", type=Path, help="corpus, runs and models (default: data/paper_table[_quick])")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    preset = PRESETS["quick" if args.quick else "full"]
+    chosen = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v not in (None, [])}
+    settings = replace(preset, **chosen)
+    if settings.steps % settings.val_every:
+        parser.error(f"--steps ({settings.steps}) must be a multiple of --val-every ({settings.val_every})")
+    if len(settings.seeds) < 1 or settings.jobs < 1:
+        parser.error("need at least one seed and one job")
+    return args, settings
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args, s = parse_args(argv)
+    if args.worker:
+        run_worker(args.worker)
+        return 0
+    started = time.time()
+    work = (args.work_dir or REPO / "data" / ("paper_table_quick" if args.quick else "paper_table")).resolve()
+    results_dir = args.results_dir.resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/paper_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+
+    print(f"[1/5] corpus ({s.hours} h train, reverb {s.reverb_prob}, noise {s.noise_prob})", flush=True)
+    corpus = build_benchmark_corpus(work, s)
+    print(f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time", flush=True)
+    train_jobs = plan_jobs(s, work, corpus.root, "train")
+    _run_jobs(train_jobs, s.jobs, work / "logs")
+    print("[3/5] step time and memory, one system at a time", flush=True)
+    time_jobs = plan_jobs(s, work, corpus.root, "time")
+    _run_jobs(time_jobs, 1, work / "logs")
+    print("[4/5] test WER and real-time factor of the exported students", flush=True)
+    scores = evaluate_runs(train_jobs, corpus.test_manifest, work)
+    print("[5/5] report", flush=True)
+    summary = summarise(s, train_jobs, time_jobs, scores, work)
+    (results_dir / "paper_table.json").write_text(json.dumps({"command": command, **summary}, indent=1))
+    plot(summary, results_dir / "paper_table.png")
+    report = write_report(summary, results_dir, command, time.time() - started)
+    print(report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

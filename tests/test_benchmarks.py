@@ -1,0 +1,161 @@
+"""The paper-table and entropy benchmarks keep working: the whole pipeline on a tiny setting, real processes, real
+NeMo models and .nemo files. (What they measure is reported by the benchmarks; nothing here asserts a timing.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SYSTEMS = ["student_only", "teacher_only", "tandem_implicit", "codert", "static_teacher", "codert_own_decoder"]
+TINY = [
+    "--quick", "--hours", "0.01", "--dev-hours", "0.003", "--test-hours", "0.003", "--steps", "2", "--val-every",
+    "1", "--time-steps", "1", "--seeds", "0", "1",
+    "--set", "model.encoder.n_layers=1", "--set", "model.encoder.d_model=48", "--set", "model.encoder.n_heads=2",
+    "--set", "model.encoder.subsampling_conv_channels=16", "--set", "model.student_encoder.n_layers=1",
+    "--set", "model.student_encoder.d_model=24", "--set", "model.student_encoder.n_heads=2",
+    "--set", "model.student_encoder.subsampling_conv_channels=8", "--set", "model.model_defaults.pred_hidden=32",
+    "--set", "model.model_defaults.joint_hidden=32",
+]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _run(args, cwd=REPO):
+    done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def paper_table(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_table")
+    args = ["benchmarks/paper_table.py", *TINY, "--work-dir", str(root / "work"), "--results-dir", str(root / "results")]
+    first = _run(args)
+    return root, args, first
+
+
+@pytest.mark.slow
+def test_paper_table_quick_pipeline(paper_table):
+    root, args, _ = paper_table
+    results = root / "results"
+    report = (results / "paper_table.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:7]
+    assert len(table) == 6 and "| 1 student alone (baseline) |" in table[0]
+    assert (results / "paper_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "- command: `python benchmarks/paper_table.py --quick" in report and "- machine: " in report
+
+    data = json.loads((results / "paper_table.json").read_text())
+    rows = data["rows"]
+    assert list(rows) == SYSTEMS
+    for name in SYSTEMS:
+        assert set(rows[name]["test_wer"]) == {"0", "1"}  # every seed scored (JSON keys)
+        assert rows[name]["step_seconds"] > 0 and rows[name]["peak_rss"] > 0
+    # Every system deploys the same student, except system 2, which is the teacher architecture.
+    student_params = {rows[n]["params"] for n in SYSTEMS if n != "teacher_only"}
+    assert len(student_params) == 1 and rows["teacher_only"]["params"] > student_params.pop()
+    # The relative reduction is paired by seed against system 1.
+    for seed in ("0", "1"):
+        base, codert = rows["student_only"]["test_wer"][seed], rows["codert"]["test_wer"][seed]
+        assert rows["codert"]["rel_reduction"][seed] == pytest.approx((base - codert) / base)
+    # Teachers trained in tandem are scored; static_teacher's teacher is system 2, not scored again.
+    assert set(rows["codert"]["teacher_test_wer"]) == {"0", "1"} and not rows["static_teacher"]["teacher_test_wer"]
+    # Dev WER over training is recorded for systems 1 and 4 at every validation.
+    assert [p["step"] for p in rows["codert"]["dev_wer"]["0"]] == [1, 2]
+
+    work = root / "work"
+    for seed in (0, 1):
+        spec = json.loads((work / "train" / f"static_teacher-seed{seed}.json").read_text())["spec"]
+        assert spec["teacher_nemo"] == str(work / "runs" / f"teacher_only-seed{seed}" / "student.nemo")
+    # The exported students are stock NeMo models.
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+
+    from nemo_codert.export import read_nemo_config
+
+    for name in SYSTEMS:
+        cfg = read_nemo_config(work / "runs" / f"{name}-seed0" / "student.nemo")
+        assert cfg.target == f"{EncDecRNNTBPEModel.__module__}.{EncDecRNNTBPEModel.__name__}"
+
+
+@pytest.mark.slow
+def test_paper_table_rerun_reuses_finished_work(paper_table):
+    root, args, _ = paper_table
+    out = _run(args)
+    assert "12 of 12 already done (reused)" in out and "6 of 6 already done (reused)" in out
+    assert "started " not in out and "evaluated " not in out
+
+
+def test_paper_table_rejects_inconsistent_settings(capsys):
+    module = _script("paper_table")
+    with pytest.raises(SystemExit):
+        module.parse_args(["--steps", "10", "--val-every", "3"])
+    assert "multiple of --val-every" in capsys.readouterr().err
+
+
+def test_viterbi_path_is_the_best_alignment():
+    viterbi_path = _script("entropy").viterbi_path
+    rng = np.random.default_rng(0)
+    T, U, V1, blank = 4, 2, 5, 4
+    logits = rng.normal(size=(T, U + 1, V1)) * 3
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = [1, 3]
+
+    def score(nodes):
+        total = 0.0
+        for (t, u), nxt in zip(nodes, nodes[1:] + [None]):
+            label = nxt is not None and nxt[0] == t
+            total += log_probs[t, u, targets[u] if label else blank]
+        return total
+
+    # Every alignment: choose which of the T+U emissions are labels.
+    best = -math.inf
+    for label_slots in itertools.combinations(range(T + U - 1), U):  # the last emission is always a blank
+        t = u = 0
+        nodes = []
+        for i in range(T + U):
+            nodes.append((t, u))
+            if i in label_slots:
+                u += 1
+            else:
+                t += 1
+        if t == T and u == U:
+            best = max(best, score(nodes))
+    path = viterbi_path(log_probs, targets, blank)
+    assert len(path) == T + U and path[0] == (0, 0) and path[-1] == (T - 1, U)
+    assert score(path) == pytest.approx(best)
+
+
+@pytest.mark.slow
+def test_entropy_script_on_a_real_codert_model(paper_table, tmp_path):
+    root, *_ = paper_table
+    model = root / "work" / "runs" / "codert-seed0" / "model.nemo"
+    manifest = next((root / "work").glob("corpus-*")) / "test_manifest.json"
+    out = tmp_path / "entropy"
+    _run(["benchmarks/entropy.py", str(model), str(manifest), "--out-dir", str(out)])
+    data = json.loads((out / "entropy.json").read_text())
+    assert set(data["sides"]) == {"teacher", "student"}
+    utterances = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert data["utterances"] == len(utterances)
+    h_max = math.log(data["classes"])
+    for side in data["sides"].values():
+        for key in ("encoder", "path", "path_blank", "path_label"):
+            assert side[key] and all(0 <= h <= h_max + 1e-4 for h in side[key])
+        # T+U path nodes per utterance: one blank per encoder frame plus one node per reference token.
+        assert len(side["path_blank"]) == len(side["encoder"])
+        assert len(side["path"]) == len(side["path_blank"]) + len(side["path_label"])
+    assert (out / "entropy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| teacher |" in (out / "entropy.md").read_text()
