@@ -13,7 +13,8 @@ T x (U+1) lattice. The paper motivates this by comparing how peaked the two are.
   path emits (T blanks, U labels), reported together and split into blank and label nodes.
 
 Entropies are in nats; the maximum, a uniform distribution over V+1 classes, is printed for scale. Writes
-``<out-dir>/entropy.md`` (numbers, command, machine, date), ``entropy.json`` and ``entropy.png`` (histograms).
+``<out-dir>/entropy.md`` (numbers, command, machine, date), ``entropy.json`` (per side: count, mean, range and
+histogram of each distribution) and ``entropy.png`` (the histograms).
 """
 
 from __future__ import annotations
@@ -166,7 +167,20 @@ def write_report(result: Dict, model_path: Path, manifest: Path, out_dir: Path, 
     fig.savefig(out_dir / "entropy.png", dpi=110)
     plt.close(fig)
     lines += ["![entropy histograms](entropy.png)", ""]
-    (out_dir / "entropy.json").write_text(json.dumps({"command": command, **result}))
+    # The JSON keeps distributions as summaries and histograms (on the PNG's bins), not every frame's value.
+    summary = {
+        name: {
+            key: {"n": len(v), "mean": statistics.fmean(v) if v else None, "min": min(v, default=None),
+                  "max": max(v, default=None),
+                  "histogram": np.histogram(np.clip(v, 0.0, h_max), bins=bins)[0].tolist()}
+            for key, v in h.items()
+        }
+        for name, h in sides.items()
+    }
+    (out_dir / "entropy.json").write_text(
+        json.dumps({"command": command, "utterances": result["utterances"], "classes": result["classes"],
+                    "bins": bins.tolist(), "sides": summary}, indent=1)
+    )
     report = out_dir / "entropy.md"
     report.write_text("\n".join(lines))
     return report

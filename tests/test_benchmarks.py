@@ -153,9 +153,11 @@ def test_entropy_script_on_a_real_codert_model(paper_table, tmp_path):
     h_max = math.log(data["classes"])
     for side in data["sides"].values():
         for key in ("encoder", "path", "path_blank", "path_label"):
-            assert side[key] and all(0 <= h <= h_max + 1e-4 for h in side[key])
+            d = side[key]
+            assert d["n"] > 0 and 0 <= d["min"] <= d["mean"] <= d["max"] <= h_max + 1e-4
+            assert sum(d["histogram"]) == d["n"]
         # T+U path nodes per utterance: one blank per encoder frame plus one node per reference token.
-        assert len(side["path_blank"]) == len(side["encoder"])
-        assert len(side["path"]) == len(side["path_blank"]) + len(side["path_label"])
+        assert side["path_blank"]["n"] == side["encoder"]["n"]
+        assert side["path"]["n"] == side["path_blank"]["n"] + side["path_label"]["n"]
     assert (out / "entropy.png").read_bytes()[:4] == b"\x89PNG"
     assert "| teacher |" in (out / "entropy.md").read_text()
