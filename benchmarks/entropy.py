@@ -76,7 +76,6 @@ def viterbi_path(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> L
 
 def _sides(model_path: Path):
     """[(name, model, side)] for a CoDERT model (teacher, student) or a stock transducer (model)."""
-    import nemo_codert.models  # noqa: F401  (lets NeMo restore CoDERT targets)
     from nemo_codert.export import CODERT_TARGET, load_codert, load_stock_transducer, read_nemo_config
 
     if read_nemo_config(model_path).get("target", None) == CODERT_TARGET:

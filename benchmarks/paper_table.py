@@ -365,8 +365,9 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
     for job in train_jobs:
         run = json.loads(job.result.read_text())
         cache = work / "eval" / job.result.name
-        if cache.is_file() and json.loads(cache.read_text()).get("key") == _spec_key(run["spec"]):
-            scores[job.result.stem] = json.loads(cache.read_text())
+        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        if cached.get("key") == _spec_key(run["spec"]):
+            scores[job.result.stem] = cached
             continue
         score: Dict[str, Any] = {"key": _spec_key(run["spec"])}
         for side in ("student", "teacher"):
