@@ -27,13 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def profile(config: str, cpu_rnnt_loss: str, steps: int) -> dict:
-    from nemo_codert.data.synth import build_corpus
+    from nemo_codert.data.synth import build_corpus_from_config
     from nemo_codert.models import CodertRNNTBPEModel
 
     cfg = OmegaConf.load(REPO / "conf" / f"{config}.yaml")
     cfg.data.dir = str((REPO / cfg.data.dir).resolve())
-    build_corpus(cfg.data.dir, hours=cfg.data.hours, dev_hours=cfg.data.dev_hours, test_hours=cfg.data.test_hours,
-                 seed=cfg.data.seed, vocab_size=cfg.data.vocab_size, num_workers=cfg.data.num_workers)
+    build_corpus_from_config(cfg.data)
     with open_dict(cfg):
         cfg.model.codert.cpu_rnnt_loss = cpu_rnnt_loss
     OmegaConf.resolve(cfg)

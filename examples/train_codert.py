@@ -47,18 +47,9 @@ def _resume_checkpoint_dir(trainer: pl.Trainer, exp: DictConfig) -> Path:
 @hydra_runner(config_path="../conf", config_name="codert_small")
 def main(cfg: DictConfig) -> None:
     if cfg.get("data") is not None:
-        from nemo_codert.data.synth import build_corpus
+        from nemo_codert.data.synth import build_corpus_from_config
 
-        data = cfg.data
-        corpus = build_corpus(
-            data.dir,
-            hours=data.hours,
-            dev_hours=data.dev_hours,
-            test_hours=data.test_hours,
-            seed=data.seed,
-            vocab_size=data.vocab_size,
-            num_workers=data.num_workers,
-        )
+        corpus = build_corpus_from_config(cfg.data)
         logging.info(f"Corpus ready in {corpus.root}")
     logging.info(f"Hydra config:\n{OmegaConf.to_yaml(cfg)}")
 

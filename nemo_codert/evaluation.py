@@ -2,7 +2,7 @@
 stock NeMo RNN-T ``.nemo``. The CLI is ``examples/evaluate_codert.py``; benchmarks call :func:`evaluate` and
 :func:`measure_transcription` directly.
 
-The WER is NeMo's ``word_error_rate`` over the manifest; the parameter count is that of the deployable transducer
+The WER (and CER) is NeMo's ``word_error_rate`` over the manifest; the parameter count is that of the deployable transducer
 (for a CoDERT side: its encoder, prediction network and joint, each shared tensor counted once: exactly the
 parameter count of the stock ``.nemo`` that ``python -m nemo_codert.export`` writes for it); the real-time factor is
 the wall time of ``transcribe()`` over the manifest divided by its audio duration, after one untimed warm-up batch.
@@ -64,7 +64,7 @@ def _texts(hypotheses) -> List[str]:
 def measure_transcription(
     transcribe: Callable, entries: Sequence[Dict[str, Any]], batch_size: int, params: int, num_workers: int = 0
 ) -> Dict[str, Any]:
-    """WER, RTF and hypotheses of ``transcribe`` (a model's ``transcribe``) over manifest ``entries``."""
+    """WER, CER, RTF and hypotheses of ``transcribe`` (a model's ``transcribe``) over manifest ``entries``."""
     from nemo.collections.asr.metrics.wer import word_error_rate
 
     files = [e["audio_filepath"] for e in entries]
@@ -77,6 +77,7 @@ def measure_transcription(
     references = [e["text"] for e in entries]
     return {
         "wer": word_error_rate(hypotheses=hypotheses, references=references),
+        "cer": word_error_rate(hypotheses=hypotheses, references=references, use_cer=True),
         "params": params,
         "rtf": wall / audio_seconds,
         "wall_seconds": wall,

@@ -100,7 +100,7 @@ def test_student_only_builds_no_teacher(corpus):
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in stock.parameters())
 
     out = model.codert_losses(*first_batch(model))
-    assert set(k for k in out if out[k] is not None) == {"loss", "rnnt_student", "encoded_len"}
+    assert set(k for k in out if out[k] is not None) == {"loss", "rnnt_student", "ctc_student", "encoded_len"}
 
 
 @pytest.mark.parametrize("mode", ["tandem", "student_only"])
@@ -120,7 +120,7 @@ def test_fused_and_unfused_joint_give_the_same_losses(corpus, mode):
         grad = torch.cat([p.grad.flatten() for p in model.student.encoder.parameters() if p.grad is not None])
         results.append((out, grad))
     (a, grad_a), (b, grad_b) = results
-    for key in ("loss", "rnnt_student", "rnnt_teacher", "kd"):
+    for key in ("loss", "rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd"):
         if key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-6)
@@ -205,7 +205,8 @@ def test_short_training_run_lowers_student_loss(corpus):
     trainer.fit(model)
     after = student_loss()
     assert after < 0.8 * before, (before, after)
-    assert {"train_loss", "train_rnnt_student", "train_rnnt_teacher", "train_kd"} <= set(trainer.callback_metrics)
+    logged = {"train_loss", "train_rnnt_student", "train_rnnt_teacher", "train_ctc_student", "train_ctc_teacher"}
+    assert logged | {"train_kd", "train_kd_weighted"} <= set(trainer.callback_metrics)
 
 
 @pytest.mark.parametrize(
@@ -216,6 +217,9 @@ def test_short_training_run_lowers_student_loss(corpus):
         ({"codert.kd_temperature": 0.0}, r"model.codert.kd_temperature: must be > 0"),
         ({"codert.mode": "static_teacher"}, r"model.codert.teacher_nemo: mode 'static_teacher' needs"),
         ({"codert.kd_wieght": 1.0}, r"model.codert: .*kd_wieght"),
+        ({"codert.ctc_weight": 1.5}, r"model.codert.ctc_weight: must be in \[0, 1\]"),
+        ({"codert.kd_warmup_steps": -1}, r"model.codert.kd_warmup_steps: must be >= 0"),
+        ({"rnnt_reduction": "mean_volume"}, r"model.rnnt_reduction: 'mean_volume' is not supported by CoDERT"),
     ],
 )
 def test_bad_codert_config_is_a_clear_error(corpus, override, message):

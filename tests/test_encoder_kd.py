@@ -1,32 +1,44 @@
 """The encoder-logit KL of CoDERT as a pure function."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from nemo_codert.losses.encoder_kd import encoder_kd_loss
 
 
-def _reference(student, teacher, lengths, tau):
-    """Per-frame KL written out by hand, averaged over the valid frames only."""
-    frames = []
+def _per_utterance(student, teacher, lengths, tau):
+    """KL written out by hand: per frame over classes, summed over each utterance's valid frames only."""
+    sums = []
     for b, n in enumerate(lengths.tolist()):
         p_t = F.softmax(teacher[b, :n] / tau, dim=-1)
-        frames.append((p_t * (p_t.log() - F.log_softmax(student[b, :n] / tau, dim=-1))).sum(-1))
-    return torch.cat(frames).mean()
+        sums.append((p_t * (p_t.log() - F.log_softmax(student[b, :n] / tau, dim=-1))).sum())
+    return torch.stack(sums)
 
 
-def test_matches_the_definition_and_ignores_padding():
+def test_matches_the_definition_on_ragged_lengths_and_ignores_padding():
     torch.manual_seed(0)
     student, teacher = torch.randn(3, 7, 11, dtype=torch.float64), torch.randn(3, 7, 11, dtype=torch.float64)
     lengths = torch.tensor([7, 4, 1])
     for tau in (1.0, 2.5):
-        expected = _reference(student, teacher, lengths, tau)
-        torch.testing.assert_close(encoder_kd_loss(student, teacher, lengths, tau), expected)
+        per_utt = _per_utterance(student, teacher, lengths, tau)
+        # mean_batch, like NeMo's RNN-T loss: per-utterance sums averaged over utterances (not over frames).
+        torch.testing.assert_close(encoder_kd_loss(student, teacher, lengths, tau), per_utt.mean())
+        torch.testing.assert_close(encoder_kd_loss(student, teacher, lengths, tau, reduction="sum"), per_utt.sum())
         # Whatever the padded frames hold, the value does not move.
         garbage_s, garbage_t = student.clone(), teacher.clone()
         garbage_s[1, 4:], garbage_t[1, 4:] = 1e4, -1e4
         garbage_s[2, 1:] = torch.randn(6, 11) * 50
-        torch.testing.assert_close(encoder_kd_loss(garbage_s, garbage_t, lengths, tau), expected)
+        torch.testing.assert_close(encoder_kd_loss(garbage_s, garbage_t, lengths, tau), per_utt.mean())
+
+
+def test_scale_follows_utterance_length():
+    """Twice the frames of the same content give twice the KD, as they give (about) twice the RNN-T loss."""
+    torch.manual_seed(0)
+    s, t = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    once = encoder_kd_loss(s, t, torch.tensor([5]))
+    twice = encoder_kd_loss(torch.cat([s, s], 1), torch.cat([t, t], 1), torch.tensor([10]))
+    torch.testing.assert_close(twice, 2 * once)
 
 
 def test_padding_gets_no_gradient_and_teacher_none():
@@ -39,6 +51,26 @@ def test_padding_gets_no_gradient_and_teacher_none():
     assert student.grad[1, :2].abs().max() > 0
 
 
+def test_non_finite_padding_leaves_value_and_gradient_finite():
+    torch.manual_seed(0)
+    student = torch.randn(2, 5, 6)
+    student[1, 3], student[1, 4, 0] = float("nan"), float("inf")
+    student.requires_grad_(True)
+    teacher = torch.randn(2, 5, 6)
+    teacher[1, 4] = float("-inf")
+    loss = encoder_kd_loss(student, teacher, torch.tensor([5, 3]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(student.grad).all(), "NaN/inf in padded frames must not reach the gradient"
+    assert student.grad[1, 3:].abs().max() == 0
+
+
 def test_zero_for_identical_logits():
     logits = torch.randn(2, 4, 9)
-    assert encoder_kd_loss(logits.clone(), logits, torch.tensor([4, 3]), 1.5).abs() < 1e-7
+    assert encoder_kd_loss(logits.clone(), logits, torch.tensor([4, 3]), 1.5).abs() < 1e-6
+
+
+def test_rejects_reductions_it_cannot_follow():
+    logits = torch.randn(2, 4, 9)
+    with pytest.raises(ValueError, match="reduction 'mean_volume'"):
+        encoder_kd_loss(logits, logits, torch.tensor([4, 3]), reduction="mean_volume")

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -202,6 +202,20 @@ def build_corpus(
             return Corpus.at(out)
         raise
     return Corpus.at(out)
+
+
+def build_corpus_from_config(data: Any, out_dir: str | Path | None = None, num_workers: Optional[int] = None) -> Corpus:
+    """``build_corpus`` from a config's ``data`` section (``dir, hours, dev_hours, test_hours, seed, vocab_size,
+    num_workers``): the one place that spells the section out. ``out_dir``/``num_workers`` override it."""
+    return build_corpus(
+        out_dir if out_dir is not None else data.dir,
+        hours=data.hours,
+        dev_hours=data.dev_hours,
+        test_hours=data.test_hours,
+        seed=data.seed,
+        vocab_size=data.vocab_size,
+        num_workers=num_workers if num_workers is not None else data.get("num_workers", 2),
+    )
 
 
 def _existing_params(out: Path) -> Optional[Dict]:

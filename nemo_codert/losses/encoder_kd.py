@@ -5,6 +5,11 @@ distribution over the vocabulary and blank for each acoustic frame (the "encoder
 cheap (no U axis) and, the paper argues, carries most of what the teacher knows about the acoustics; the student is
 pulled towards the teacher's encoder logits with a temperature-softened KL divergence.
 
+Scale. The KD term is added to NeMo's RNN-T loss, so it is reduced the same way: with NeMo's default
+``rnnt_reduction: mean_batch`` the RNN-T loss is -log P(y|x) *summed over an utterance's lattice* and averaged
+over utterances, so the KL is *summed over an utterance's valid frames* and averaged over utterances. (A per-frame
+average would be ~T times smaller, ~70x on the shipped corpus: λ=1 would switch distillation nearly off.)
+
 Both functions are pure: no state, no NeMo model needed, so the loss can be unit-tested and reused as is.
 """
 
@@ -13,7 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["encoder_logits", "encoder_kd_loss"]
+__all__ = ["KD_REDUCTIONS", "encoder_logits", "encoder_kd_loss", "valid_frames"]
+
+#: NeMo ``rnnt_reduction`` values the KD term follows. ``mean`` and ``mean_volume`` divide by target lengths, a
+#: per-token normalisation with no frame-level counterpart: they are rejected rather than approximated.
+KD_REDUCTIONS = ("mean_batch", "sum")
 
 
 def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor) -> torch.Tensor:
@@ -24,10 +33,16 @@ def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor) -> torc
         encoder_output: NeMo encoder output, B x D x T (NeMo's channel-first layout).
 
     Returns:
-        Unnormalised logits, B x T x (V+1). No log-softmax or joint temperature is applied: the KD temperature is
-        the only one that acts here.
+        Unnormalised logits, B x T x (V+1), blank last. No log-softmax or joint temperature is applied: the KD
+        temperature is the only one that acts here.
     """
     return joint.joint_net(joint.project_encoder(encoder_output.transpose(1, 2)))
+
+
+def valid_frames(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """B x T boolean mask: True where frame t < lengths[b]."""
+    frames = torch.arange(max_frames, device=lengths.device)
+    return frames.unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def encoder_kd_loss(
@@ -35,8 +50,9 @@ def encoder_kd_loss(
     teacher_logits: torch.Tensor,
     lengths: torch.Tensor,
     temperature: float = 1.0,
+    reduction: str = "mean_batch",
 ) -> torch.Tensor:
-    """KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) summed over classes, averaged over the valid frames of the batch.
+    """KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) summed over classes and over each utterance's valid frames.
 
     The teacher side is detached here, not by the caller, so that in tandem training the distillation term can
     never push gradient into the teacher ("in-place distillation"). The τ² factor of Hinton et al. is *not*
@@ -47,6 +63,7 @@ def encoder_kd_loss(
         teacher_logits: B x T x C (same shape; C = V+1 with blank).
         lengths: B valid frame counts; frames at or past the length are padding and do not count.
         temperature: τ > 0.
+        reduction: ``mean_batch`` (per-utterance sums averaged over the batch, like NeMo's RNN-T loss) or ``sum``.
 
     Returns:
         A scalar tensor (0 when there is no valid frame).
@@ -58,13 +75,19 @@ def encoder_kd_loss(
         )
     if temperature <= 0:
         raise ValueError(f"encoder_kd_loss: temperature must be > 0, got {temperature}")
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(f"encoder_kd_loss: reduction {reduction!r} is not one of {', '.join(KD_REDUCTIONS)}")
+    valid = valid_frames(lengths.to(student_logits.device), student_logits.shape[1]).unsqueeze(-1)
+    # Padded frames are zeroed *before* the softmax: they may hold inf/NaN (an overflow, a corrupt utterance), and
+    # masking only the KL afterwards keeps the value finite but not the gradient (d/dx of where() still multiplies
+    # NaN by 0). Zero logits give a uniform distribution, identical on both sides: KL 0, gradient 0.
     # KL in float32 at least: bf16/fp16 log-softmax differences of near-equal distributions are mostly rounding.
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
-    log_p_s = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
-    kl_per_frame = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=-1)  # B x T
-    frames = torch.arange(kl_per_frame.shape[1], device=kl_per_frame.device)
-    valid = frames.unsqueeze(0) < lengths.to(kl_per_frame.device).unsqueeze(1)
-    # where() rather than multiply: padded frames may hold inf/NaN logits, and 0*inf would poison the sum.
-    total = torch.where(valid, kl_per_frame, torch.zeros_like(kl_per_frame)).sum()
-    return total / valid.sum().clamp(min=1)
+    student = torch.where(valid, student_logits.to(dtype), 0.0)
+    teacher = torch.where(valid, teacher_logits.detach().to(dtype), 0.0)
+    log_p_s = F.log_softmax(student / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher / temperature, dim=-1)
+    kl_per_utterance = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=(1, 2))  # B
+    if reduction == "sum":
+        return kl_per_utterance.sum()
+    return kl_per_utterance.mean()

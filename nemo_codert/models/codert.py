@@ -35,6 +35,7 @@ import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
+from nemo.collections.asr.losses.ctc import CTCLoss
 from nemo.collections.asr.metrics.wer import WER
 from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
 from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
@@ -51,6 +52,9 @@ from nemo_codert.models.config import CodertConfig, parse_codert_config
 from nemo_codert.utils import atomic_path, restore_nemo
 
 __all__ = ["CodertRNNTBPEModel", "TransducerSide"]
+
+# The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
+_LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
 
 # Input length (feature frames) of the probe that measures each encoder's frame rate at construction.
 _FRAME_PROBE_LENGTH = 1024
@@ -100,6 +104,14 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
                 num_classes=self.joint.num_classes_with_blank - 1,
                 loss_name=loss_name,
                 loss_kwargs=loss_kwargs,
+                reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
+            )
+
+        if codert.ctc_weight > 0:
+            # NeMo's CTC loss over the encoder logits; blank is the last class there as in NeMo's CTC decoders.
+            self.ctc_loss = CTCLoss(
+                num_classes=self.joint.num_classes_with_blank - 1,
+                zero_infinity=True,  # a too-short utterance for its transcript gives 0, not inf
                 reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
             )
 
@@ -298,13 +310,43 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             side.wer.reset()
         return loss, wer_num, wer_denom
 
-    def _kd(self, student_enc, teacher_enc, lengths) -> torch.Tensor:
+    def _kd(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The unweighted KL term (B x T x C logits; teacher side detached inside)."""
         return encoder_kd_loss(
-            encoder_logits(self.student.joint, student_enc),
-            encoder_logits(self.teacher.joint, teacher_enc),
+            student_logits,
+            teacher_logits,
             lengths,
             temperature=self.codert.kd_temperature,
+            reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
         )
+
+    def kd_scale(self) -> float:
+        """λ·τ² at the current step: λ ramps linearly from 0 over ``kd_warmup_steps``."""
+        lam = self.codert.kd_weight
+        trainer = getattr(self, "_trainer", None)
+        if self.codert.kd_warmup_steps > 0 and trainer is not None:
+            lam *= min(1.0, trainer.global_step / self.codert.kd_warmup_steps)
+        return lam * self.codert.kd_temperature**2
+
+    def _with_ctc(
+        self,
+        rnnt: torch.Tensor,
+        logits: torch.Tensor,
+        lengths: torch.Tensor,
+        transcript: torch.Tensor,
+        transcript_len: torch.Tensor,
+    ) -> tuple:
+        """(side loss, CTC term or None): (1 - w)·RNNT + w·CTC on the encoder logits, NeMo's hybrid convention."""
+        w = self.codert.ctc_weight
+        if w == 0:
+            return rnnt, None
+        ctc = self.ctc_loss(
+            log_probs=logits.log_softmax(dim=-1),
+            targets=transcript,
+            input_lengths=lengths,
+            target_lengths=transcript_len,
+        )
+        return (1.0 - w) * rnnt + w * ctc, ctc
 
     def _encode_teacher(self, features, lengths):
         # A static teacher is a constant function of the input: no graph, no gradient, no cost beyond inference.
@@ -332,17 +374,22 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
     ) -> Dict[str, torch.Tensor]:
         """All CoDERT loss terms of one batch: ``loss`` (the weighted total) and its parts.
 
-        Keys: loss, rnnt_student, rnnt_teacher (tandem only), kd (with a teacher), encoded_len, and wer_num /
-        wer_denom of the student when ``compute_wer``.
+        Keys: loss, rnnt_student, rnnt_teacher (tandem only), ctc_student / ctc_teacher (with ``ctc_weight``),
+        kd and kd_weighted = λ·τ²·kd (with a teacher), encoded_len, and wer_num / wer_denom of the student when
+        ``compute_wer``.
         """
+        grad = torch.is_grad_enabled()
         features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
         decoded = self._decoder_outputs(transcript, transcript_len)
         student = self.student
         enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
-        loss_s, wer_num, wer_denom = self._transducer_loss(
+        rnnt_s, wer_num, wer_denom = self._transducer_loss(
             student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
         )
-        out = {"rnnt_student": loss_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
+        out = {"rnnt_student": rnnt_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
+        needs_logits = self.has_teacher or self.codert.ctc_weight > 0
+        z_s = encoder_logits(student.joint, enc_s) if needs_logits else None
+        loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, z_s, enc_s_len, transcript, transcript_len)
         loss = self.codert.student_rnnt_weight * loss_s
 
         if self.has_teacher:
@@ -352,19 +399,25 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
                     f"CoDERT: teacher and student encoders emitted different frame counts "
                     f"({enc_t_len.tolist()} vs {enc_s_len.tolist()}); they must share one frame rate"
                 )
-            if self.codert.mode == "tandem":
-                loss_t, _, _ = self._transducer_loss(
+            tandem = self.codert.mode == "tandem"
+            # The teacher's logits need a graph only where its own CTC term trains it; KD detaches them anyway.
+            with torch.set_grad_enabled(grad and tandem and self.codert.ctc_weight > 0):
+                z_t = encoder_logits(self.teacher.joint, enc_t)
+            if tandem:
+                rnnt_t, _, _ = self._transducer_loss(
                     self.teacher, enc_t, enc_t_len, *decoded["teacher"], transcript, transcript_len, False
                 )
+                loss_t, out["ctc_teacher"] = self._with_ctc(rnnt_t, z_t, enc_t_len, transcript, transcript_len)
                 loss = loss + self.codert.teacher_rnnt_weight * loss_t
-                out["rnnt_teacher"] = loss_t
-            # λ = 0 (implicit distillation only): KD is still reported, but builds no graph.
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.codert.kd_weight > 0):
-                kd = self._kd(enc_s, enc_t, enc_s_len)
-            loss = loss + self.codert.kd_weight * self.codert.kd_temperature**2 * kd
-            out["kd"] = kd
+                out["rnnt_teacher"] = rnnt_t
+            scale = self.kd_scale()
+            # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
+            with torch.set_grad_enabled(grad and scale > 0):
+                kd = self._kd(z_s, z_t, enc_s_len)
+            out["kd"], out["kd_weighted"] = kd, scale * kd
+            loss = loss + out["kd_weighted"]
         out["loss"] = loss
-        return out
+        return {k: v for k, v in out.items() if v is not None or k in ("wer_num", "wer_denom")}
 
     def training_step(self, batch, batch_nb):
         if AccessMixin.is_access_enabled(self.model_guid):
@@ -387,7 +440,7 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             self._norm_statistics_to_restore = norm_stats
             logging.warning(
                 f"CoDERT: non-finite training loss at step {sample_id} "
-                + ", ".join(f"{k}={out[k].item():.4g}" for k in ("rnnt_student", "rnnt_teacher", "kd") if k in out)
+                + ", ".join(f"{k}={out[k].item():.4g}" for k in _LOSS_TERMS if k in out)
                 + "; normalisation statistics restored"
                 + (", gradients will be zeroed (skip_nan_grad)" if getattr(self, "_skip_nan_grad", False) else
                    "; set model.skip_nan_grad=true to drop the update too")
@@ -395,7 +448,7 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
 
-        logs = {f"train_{k}": out[k].detach() for k in ("rnnt_student", "rnnt_teacher", "kd") if k in out}
+        logs = {f"train_{k}": out[k].detach() for k in _LOSS_TERMS if k in out}
         logs["train_loss"] = loss.detach()
         logs["learning_rate"] = self._optimizer.param_groups[0]["lr"]
         logs["global_step"] = torch.tensor(self.trainer.global_step, dtype=torch.float32)
@@ -476,7 +529,8 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
         if self.has_teacher:
             (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            logs["val_kd"] = self._kd(enc_s, enc_t, enc_s_len)
+            kd = self._kd(encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len)
+            logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
 
         self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
         return logs
@@ -489,8 +543,9 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             num = torch.stack([x[f"{prefix}_wer_num{suffix}"] for x in outputs]).sum()
             denom = torch.stack([x[f"{prefix}_wer_denom{suffix}"] for x in outputs]).sum()
             logs[f"{prefix}_wer{suffix}"] = num.float() / denom
-        if f"{prefix}_kd" in outputs[0]:
-            logs[f"{prefix}_kd"] = torch.stack([x[f"{prefix}_kd"] for x in outputs]).mean()
+        for name in (f"{prefix}_kd", f"{prefix}_kd_weighted"):
+            if name in outputs[0]:
+                logs[name] = torch.stack([x[name] for x in outputs]).mean()
         return {**logs, "log": logs}
 
     def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):

@@ -12,6 +12,8 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
+
 __all__ = ["CodertConfig", "MODES", "parse_codert_config"]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
@@ -34,6 +36,12 @@ class CodertConfig:
     # RNN-T loss for CPU tensors: our exact vectorised kernel, or NeMo's own (Python loops; slow but the reference).
     # CUDA tensors always go to NeMo's numba kernel.
     cpu_rnnt_loss: str = "vectorised"
+    # Auxiliary CTC on each side's encoder logits (blank last, as NeMo's CTC expects): side loss =
+    # (1 - w)·RNNT + w·CTC, NeMo's hybrid-model convention. No new parameters, so the export is unchanged.
+    ctc_weight: float = 0.0
+    # λ ramps linearly from 0 to kd_weight over this many steps (0: full λ from the first step), so an untrained
+    # teacher's noise is not distilled.
+    kd_warmup_steps: int = 0
 
 
 def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
@@ -51,9 +59,18 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
         raise ValueError(
             f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"
         )
-    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight"):
+    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.ctc_weight <= 1.0:
+        raise ValueError(f"model.codert.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
+    reduction = model_cfg.get("rnnt_reduction", "mean_batch")
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(
+            f"model.rnnt_reduction: {reduction!r} is not supported by CoDERT (one of {', '.join(KD_REDUCTIONS)}): "
+            "the KD and CTC terms are reduced like the RNN-T loss they join, and a per-token normalisation has "
+            "no frame-level counterpart"
+        )
     if cfg.kd_temperature <= 0:
         raise ValueError(f"model.codert.kd_temperature: must be > 0, got {cfg.kd_temperature}")
     if cfg.mode == "static_teacher" and not cfg.teacher_nemo:

@@ -1,0 +1,102 @@
+"""The auxiliary CTC term on encoder logits, the weighted/warmed-up KD term and per-side learning rates, on real
+NeMo models and real audio."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import open_dict
+
+from nemo.collections.asr.losses.ctc import CTCLoss
+
+from conftest import first_batch, make_trainer, tiny_config
+from nemo_codert.losses.encoder_kd import encoder_logits
+from nemo_codert.models import CodertRNNTBPEModel
+
+
+def _grads(module):
+    return [p.grad for p in module.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+
+
+def test_ctc_term_is_nemo_ctc_on_the_encoder_logits_and_ignores_padding(corpus):
+    torch.manual_seed(0)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.3}))
+    model.eval()  # no dropout/spec-augment: the hand computation below sees the same logits
+    signal, signal_len, transcript, transcript_len = first_batch(model)
+    assert signal_len.min() < signal_len.max(), "the batch must be ragged to test padding"
+    out = model.codert_losses(signal, signal_len, transcript, transcript_len)
+    assert torch.isfinite(out["ctc_student"]) and torch.isfinite(out["ctc_teacher"])
+
+    with torch.no_grad():
+        features, feature_len = model._features(input_signal=signal, input_signal_length=signal_len)
+        enc, enc_len = model.student_encoder(audio_signal=features, length=feature_len)
+        logits = encoder_logits(model.student_joint, enc)
+    vocab = model.tokenizer.vocab_size
+    reference = CTCLoss(num_classes=vocab, zero_infinity=True, reduction="mean_batch")(
+        log_probs=logits.log_softmax(-1), targets=transcript, input_lengths=enc_len, target_lengths=transcript_len
+    )
+    torch.testing.assert_close(out["ctc_student"], reference)
+    # The side loss is NeMo's hybrid convention, (1 - w)·RNNT + w·CTC.
+    expected = 0.7 * out["rnnt_student"] + 0.3 * out["ctc_student"] + 0.7 * out["rnnt_teacher"]
+    expected = expected + 0.3 * out["ctc_teacher"] + out["kd_weighted"]
+    torch.testing.assert_close(out["loss"], expected)
+
+    # Whatever the padded frames hold, the CTC value does not move.
+    garbage = logits.clone()
+    short = int(enc_len.argmin())
+    garbage[short, int(enc_len[short]):] = 1e4
+    _, ctc = model._with_ctc(torch.tensor(0.0), garbage, enc_len, transcript, transcript_len)
+    torch.testing.assert_close(ctc, reference)
+
+
+def test_ctc_trains_each_encoder_and_the_joint_but_not_the_prediction_network(corpus):
+    torch.manual_seed(0)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.5}))
+    model.train()
+    out = model.codert_losses(*first_batch(model))
+
+    out["ctc_student"].backward(retain_graph=True)
+    assert _grads(model.student_encoder) and _grads(model.student_joint.enc) and _grads(model.joint.joint_net)
+    assert not _grads(model.encoder), "the student's CTC must not reach the teacher encoder"
+    assert not _grads(model.decoder), "CTC on encoder logits has no prediction-network path"
+    model.zero_grad(set_to_none=True)
+
+    out["ctc_teacher"].backward()
+    assert _grads(model.encoder) and _grads(model.joint.enc)
+    assert not _grads(model.student_encoder)
+
+
+def test_without_ctc_there_is_no_ctc_term(corpus):
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.0}))
+    out = model.codert_losses(*first_batch(model))
+    assert "ctc_student" not in out and "ctc_teacher" not in out and not hasattr(model, "ctc_loss")
+    torch.testing.assert_close(out["loss"], out["rnnt_student"] + out["rnnt_teacher"] + out["kd_weighted"])
+
+
+def test_kd_warmup_ramps_lambda_and_the_weighted_term_is_logged(corpus):
+    cfg = tiny_config(corpus, **{"codert.kd_weight": 2.0, "codert.kd_temperature": 1.5, "codert.kd_warmup_steps": 4})
+    trainer = make_trainer(max_steps=2, log_every_n_steps=1)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    assert model.kd_scale() == 0.0  # step 0: no KD gradient while the teacher is untrained
+    trainer.fit(model)
+    assert trainer.global_step == 2
+    assert model.kd_scale() == 2.0 * 1.5**2 * 2 / 4
+    m = trainer.callback_metrics
+    # Logged at the last step (global step 1 when it ran): λ·τ² · 1/4.
+    torch.testing.assert_close(m["train_kd_weighted"], m["train_kd"] * 2.0 * 1.5**2 / 4)
+
+
+def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
+    cfg = tiny_config(corpus)
+    with open_dict(cfg):
+        cfg.optim_param_groups = {"encoder": {"lr": 1e-4}}  # NeMo's own per-module setting: the teacher encoder
+    trainer = make_trainer(max_steps=1)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    model.setup_optimization(cfg.optim)
+    groups = model._optimizer.param_groups
+    teacher = {id(p) for p in model.encoder.parameters()}
+    by_group = [(g["lr"], {id(p) for p in g["params"]}) for g in groups]
+    assert any(ids == teacher for _, ids in by_group)
+    teacher_lr = next(g["initial_lr"] if "initial_lr" in g else g["lr"] for g in groups if {id(p) for p in g["params"]} == teacher)
+    other = next(g for g in groups if {id(p) for p in g["params"]} != teacher)
+    assert teacher_lr == 1e-4 and other.get("initial_lr", other["lr"]) == cfg.optim.lr
+    assert {id(p) for p in model.student_encoder.parameters()} <= {id(p) for p in other["params"]}
