@@ -56,6 +56,11 @@ def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
         assert p.grad is None or not p.grad.any(), f"KD reached teacher parameter {name}"
     student_grads = [p.grad for p in model.student_encoder.parameters() if p.grad is not None]
     assert student_grads and any(g.abs().sum() > 0 for g in student_grads), "KD must train the student"
+    assert any(p.grad is not None and p.grad.any() for p in model.student_joint.enc.parameters())
+    # Nor the shared joint_net / prediction network: a KL through a shared joint_net can be minimised by making
+    # it ignore its input (both sides equal, KL 0), a collapse measured at λ=1 (encoder_kd.py).
+    for name, p in [*model.joint.joint_net.named_parameters(), *model.decoder.named_parameters()]:
+        assert p.grad is None or not p.grad.any(), f"KD reached shared parameter {name}"
 
     # The same check would catch a leak: the teacher's own RNN-T loss does reach those parameters.
     out["rnnt_teacher"].backward()

@@ -10,6 +10,13 @@ Scale. The KD term is added to NeMo's RNN-T loss, so it is reduced the same way:
 over utterances, so the KL is *summed over an utterance's valid frames* and averaged over utterances. (A per-frame
 average would be ~T times smaller, ~70x on the shipped corpus: λ=1 would switch distillation nearly off.)
 
+Which parameters KD trains. With a shared joint ("implicit distillation") both sides' logits pass through one
+``joint_net``; letting the KL update it gives it a degenerate minimum: a ``joint_net`` whose output ignores its input
+makes both distributions equal and the KL zero. Measured (``codert_small``, 500 steps, seed 0, λ=1 with this
+reduction): student and teacher dev WER 1.0 / 1.0 with KD into the shared ``joint_net``. So the model computes
+the student's KD logits with ``train_joint_net=False``: KD trains the student's encoder and its own projection
+only, and the shared joint learns from the two RNN-T (and CTC) losses, as a joint should.
+
 Both functions are pure: no state, no NeMo model needed, so the loss can be unit-tested and reused as is.
 """
 
@@ -25,18 +32,24 @@ __all__ = ["KD_REDUCTIONS", "encoder_logits", "encoder_kd_loss", "valid_frames"]
 KD_REDUCTIONS = ("mean_batch", "sum")
 
 
-def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor) -> torch.Tensor:
+def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor, train_joint_net: bool = True) -> torch.Tensor:
     """Encoder logits of a NeMo transducer: ``joint.joint_net(joint.project_encoder(enc))``.
 
     Args:
         joint: a NeMo ``RNNTJoint`` (anything with ``project_encoder`` and ``joint_net``).
         encoder_output: NeMo encoder output, B x D x T (NeMo's channel-first layout).
+        train_joint_net: False runs ``joint_net`` with its parameters detached: gradient still flows *through* it
+            to the projection and the encoder, but no loss on these logits updates ``joint_net`` itself.
 
     Returns:
         Unnormalised logits, B x T x (V+1), blank last. No log-softmax or joint temperature is applied: the KD
         temperature is the only one that acts here.
     """
-    return joint.joint_net(joint.project_encoder(encoder_output.transpose(1, 2)))
+    projected = joint.project_encoder(encoder_output.transpose(1, 2))
+    if train_joint_net:
+        return joint.joint_net(projected)
+    frozen = {name: p.detach() for name, p in joint.joint_net.named_parameters()}
+    return torch.func.functional_call(joint.joint_net, frozen, (projected,))
 
 
 def valid_frames(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:

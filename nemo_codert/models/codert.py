@@ -387,8 +387,7 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
         )
         out = {"rnnt_student": rnnt_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
-        needs_logits = self.has_teacher or self.codert.ctc_weight > 0
-        z_s = encoder_logits(student.joint, enc_s) if needs_logits else None
+        z_s = encoder_logits(student.joint, enc_s) if self.codert.ctc_weight > 0 else None
         loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, z_s, enc_s_len, transcript, transcript_len)
         loss = self.codert.student_rnnt_weight * loss_s
 
@@ -413,7 +412,10 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             scale = self.kd_scale()
             # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
             with torch.set_grad_enabled(grad and scale > 0):
-                kd = self._kd(z_s, z_t, enc_s_len)
+                # KD never trains a joint_net shared with the teacher (a collapse, see nemo_codert.losses.encoder_kd).
+                shared = student.joint.joint_net is self.teacher.joint.joint_net
+                z_s_kd = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
+                kd = self._kd(z_s_kd, z_t, enc_s_len)
             out["kd"], out["kd_weighted"] = kd, scale * kd
             loss = loss + out["kd_weighted"]
         out["loss"] = loss
