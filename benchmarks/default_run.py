@@ -51,7 +51,8 @@ def nearest(series: Dict[int, float], step: int) -> Optional[tuple]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from nemo_codert.evaluation import evaluate, write_json_atomic
+    from nemo_codert.evaluation import evaluate
+    from nemo_codert.utils import write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -203,7 +203,7 @@ def run_worker(spec_path: Path) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from nemo_codert.evaluation import write_json_atomic
+    from nemo_codert.utils import quiet_trainer, write_json_atomic
     from nemo_codert.export import export_side
     from nemo_codert.models import CodertRNNTBPEModel
 
@@ -219,19 +219,13 @@ def run_worker(spec_path: Path) -> None:
     pl.seed_everything(spec["seed"], workers=True)
     recorder = _Recorder()
     validate = (system.curve or spec.get("curve", False)) and not timing  # a sweep asks for every point's curve
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         accelerator=settings.accelerator,
-        devices=1,
         max_steps=3 + settings.time_steps if timing else settings.steps,
         val_check_interval=settings.val_every if validate else None,
         check_val_every_n_epoch=None if validate else 1,
         limit_val_batches=1.0 if validate else 0,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=[recorder.hooks()],
     )
     model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
@@ -372,8 +366,10 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
     """WER, parameters and CPU RTF of each exported student on the test split (and WER of tandem teachers)."""
     import torch
 
-    from nemo_codert.evaluation import count_parameters, measure_transcription, read_manifest, write_json_atomic
-    from nemo_codert.export import load_stock_transducer
+    from nemo_codert.data.manifest import read_manifest
+    from nemo_codert.evaluation import count_parameters, measure_transcription
+    from nemo_codert.utils import write_json_atomic
+    from nemo_codert.models import load_stock_transducer
 
     torch.set_num_threads(os.cpu_count() or 1)
     entries = read_manifest(test_manifest)

@@ -34,16 +34,15 @@ def time_system(name: str, corpus_dir: Path, steps: int, batch_size: int) -> dic
     import lightning.pytorch as pl
 
     from nemo_codert.models import CodertRNNTBPEModel
+    from nemo_codert.utils import quiet_trainer
 
     settings = pt.replace(pt.PRESETS["quick"], steps=WARMUP + steps, val_every=WARMUP + steps,
                           overrides=[f"model.train_ds.batch_size={batch_size}"])
     cfg = pt.system_config(settings, pt.BY_NAME[name], 0, corpus_dir, None)
     pl.seed_everything(0)
     recorder = pt._Recorder()
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[recorder.hooks()],
-                         gradient_clip_val=cfg.trainer.gradient_clip_val)
+    trainer = quiet_trainer(accelerator="gpu", max_steps=WARMUP + steps, limit_val_batches=0,
+                            callbacks=[recorder.hooks()], gradient_clip_val=cfg.trainer.gradient_clip_val)
     model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
     torch.cuda.reset_peak_memory_stats()
     trainer.fit(model)

@@ -8,7 +8,7 @@ from omegaconf import open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
 
-from conftest import first_batch, make_trainer, tiny_config
+from helpers.factories import first_batch, make_trainer, tiny_config
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
 

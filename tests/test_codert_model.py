@@ -9,7 +9,7 @@ from omegaconf import open_dict
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
-from conftest import first_batch, make_trainer, tiny_config
+from helpers.factories import first_batch, make_trainer, tiny_config
 from nemo_codert.models import CodertRNNTBPEModel
 
 

@@ -22,7 +22,7 @@ import torch
 from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
-from conftest import REPO, first_batch, tiny_config
+from helpers.factories import REPO, first_batch, tiny_config
 from nemo_codert.export import (
     STOCK_TARGET,
     NemoFileError,
@@ -376,15 +376,31 @@ def test_evaluate_script_reports_wer_size_and_rtf(codert, exported, corpus, tmp_
     for r in (student, teacher, exported_student):
         assert r["rtf"] > 0 and r["wall_seconds"] > 0
 
-    # The CLI: key=value arguments, a table on stdout, JSON next to the model (or at out=).
+    # The CLI's config (dataclass + hydra, as NeMo's speech_to_text_eval.py): a table on stdout, JSON at out=.
+    from omegaconf import OmegaConf
+
+    def config(**values):
+        return OmegaConf.merge(OmegaConf.structured(script.EvaluationConfig), values)
+
     out = tmp_path / "eval.json"
-    assert script.main([f"model={codert_path}", f"manifest={manifest}", "batch_size=4", f"out={out}"]) == 0
+    script.main(config(model=str(codert_path), manifest=str(manifest), batch_size=4, out=str(out)))
     report = json.loads(out.read_text())
     assert report["results"]["student"]["params"] == student["params"]
+    assert report["results"]["student"]["cer"] <= 1.0 + report["results"]["student"]["wer"]
     assert "hypotheses" not in report["results"]["student"]
     assert "student" in capsys.readouterr().out
-    assert script.main([f"model={tmp_path / 'nope.nemo'}", f"manifest={manifest}"]) == 2
-    assert script.main(["modle=x"]) == 2
+    with pytest.raises(SystemExit, match=r"error: .*nope.nemo: no such file"):
+        script.main(config(model=str(tmp_path / "nope.nemo"), manifest=str(manifest)))
+    with pytest.raises(SystemExit, match=r"error: model=\.\.\. is required"):
+        script.main(config(manifest=str(manifest)))
+    # The command line itself, as a user types it (hydra key=value overrides).
+    done = subprocess.run(
+        [sys.executable, "examples/evaluate_codert.py", f"model={exported['student']}", f"manifest={manifest}",
+         "batch_size=4", f"out={tmp_path / 'cli.json'}", "threads=1"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "cli.json").read_text())["results"]["model"]["wer"] == exported_student["wer"]
 
 
 # ------------------------------------------------------------------------------------------------ Dockerfile

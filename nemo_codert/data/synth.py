@@ -264,7 +264,9 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
                 "distinct_words": len({w for e in entries for w in e["text"].split()}),
             }
     summary["build_seconds"] = round(time.time() - started, 1)
-    _train_tokenizer([e for e in _read_manifest(tmp / "train_manifest.json")], tmp / "tokenizer", params["vocab_size"])
+    from nemo_codert.data.manifest import read_manifest  # here: NeMo's import is too heavy for the render workers
+
+    _train_tokenizer(read_manifest(tmp / "train_manifest.json", resolve_audio=False), tmp / "tokenizer", params["vocab_size"])
     return summary
 
 
@@ -331,10 +333,6 @@ def _write_split(split: str, entries: Sequence[Dict], tmp: Path, final: Path) ->
         recordings=RecordingSet.from_recordings(recordings), supervisions=SupervisionSet.from_segments(supervisions)
     )
     cuts.to_file(tmp / f"{split}_cuts.jsonl.gz")
-
-
-def _read_manifest(path: Path) -> List[Dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _train_tokenizer(entries: Sequence[Dict], out: Path, vocab_size: int) -> None:
