@@ -78,7 +78,6 @@ def measure(model_path: Path, manifest: Path, max_utterances: int) -> Dict[str, 
     import soundfile
 
     from nemo_codert.data.manifest import read_manifest
-
     from nemo_codert.losses.encoder_kd import encoder_logits
     from nemo_codert.models import load_transducer
 
@@ -86,8 +85,9 @@ def measure(model_path: Path, manifest: Path, max_utterances: int) -> Dict[str, 
     sides = sorted(by_name.items(), key=lambda item: item[0] != "teacher")  # teacher first, as the report reads
     blank = model.joint.num_classes_with_blank - 1
     entries = read_manifest(manifest)[:max_utterances]
-    found: Dict[str, Dict[str, List[float]]] = {n: {"encoder": [], "path": [], "path_blank": [], "path_label": []}
-                                                 for n, _ in sides}
+    found: Dict[str, Dict[str, List[float]]] = {
+        n: {"encoder": [], "path": [], "path_blank": [], "path_label": []} for n, _ in sides
+    }
     for entry in entries:
         audio, rate = soundfile.read(entry["audio_filepath"], dtype="float32")
         if rate != model.cfg.sample_rate:
@@ -160,16 +160,28 @@ def write_report(result: Dict, model_path: Path, manifest: Path, out_dir: Path, 
     # The JSON keeps distributions as summaries and histograms (on the PNG's bins), not every frame's value.
     summary = {
         name: {
-            key: {"n": len(v), "mean": statistics.fmean(v) if v else None, "min": min(v, default=None),
-                  "max": max(v, default=None),
-                  "histogram": np.histogram(np.clip(v, 0.0, h_max), bins=bins)[0].tolist()}
+            key: {
+                "n": len(v),
+                "mean": statistics.fmean(v) if v else None,
+                "min": min(v, default=None),
+                "max": max(v, default=None),
+                "histogram": np.histogram(np.clip(v, 0.0, h_max), bins=bins)[0].tolist(),
+            }
             for key, v in h.items()
         }
         for name, h in sides.items()
     }
     (out_dir / "entropy.json").write_text(
-        json.dumps({"command": command, "utterances": result["utterances"], "classes": result["classes"],
-                    "bins": bins.tolist(), "sides": summary}, indent=1)
+        json.dumps(
+            {
+                "command": command,
+                "utterances": result["utterances"],
+                "classes": result["classes"],
+                "bins": bins.tolist(),
+                "sides": summary,
+            },
+            indent=1,
+        )
     )
     report = out_dir / "entropy.md"
     report.write_text("\n".join(lines))

@@ -92,10 +92,12 @@ class Settings:
 
 PRESETS = {
     # Sized for <= 2 h on 2 CPU cores: 18 runs of the two-encoder systems dominate (~5.5 s per step of all runs).
-    "full": Settings(hours=2.0, dev_hours=0.1, test_hours=0.2, steps=700, seeds=[0, 1, 2], val_every=100,
-                     time_steps=20, jobs=2),
-    "quick": Settings(hours=0.15, dev_hours=0.03, test_hours=0.05, steps=40, seeds=[0, 1, 2], val_every=20,
-                      time_steps=5, jobs=2),
+    "full": Settings(
+        hours=2.0, dev_hours=0.1, test_hours=0.2, steps=700, seeds=[0, 1, 2], val_every=100, time_steps=20, jobs=2
+    ),
+    "quick": Settings(
+        hours=0.15, dev_hours=0.03, test_hours=0.05, steps=40, seeds=[0, 1, 2], val_every=20, time_steps=5, jobs=2
+    ),
 }
 
 
@@ -203,9 +205,9 @@ def run_worker(spec_path: Path) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from nemo_codert.utils import quiet_trainer, write_json_atomic
     from nemo_codert.export import export_side
     from nemo_codert.models import CodertRNNTBPEModel
+    from nemo_codert.utils import quiet_trainer, write_json_atomic
 
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
@@ -368,8 +370,8 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
 
     from nemo_codert.data.manifest import read_manifest
     from nemo_codert.evaluation import count_parameters, measure_transcription
-    from nemo_codert.utils import write_json_atomic
     from nemo_codert.models import load_stock_transducer
+    from nemo_codert.utils import write_json_atomic
 
     torch.set_num_threads(os.cpu_count() or 1)
     entries = read_manifest(test_manifest)
@@ -503,7 +505,11 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         cer = f"{statistics.fmean(cers):.3f}" if cers else "n/a"
         rel_mean, rel_sd = _mean_sd(list(row["rel_reduction"].values()))
         rel = "-" if name == "student_only" else f"{100 * rel_mean:+.1f} % +- {100 * rel_sd:.1f}"
-        gap = "-" if name in ("student_only", "teacher_only") or row["gap_closed"] is None else f"{row['gap_closed']:.2f}"
+        gap = (
+            "-"
+            if name in ("student_only", "teacher_only") or row["gap_closed"] is None
+            else f"{row['gap_closed']:.2f}"
+        )
         growth = f"{row['train_rss_growth'] / 2**20:.0f}" if row["train_rss_growth"] is not None else "n/a"
         lines.append(
             f"| {row['label']} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} | {cer} | {rel} | "
@@ -512,8 +518,13 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         )
     teacher_rows = [(r["label"], list(r["teacher_test_wer"].values())) for r in rows.values() if r["teacher_test_wer"]]
     if teacher_rows:
-        lines += ["", "Teachers trained in tandem (test WER of the teacher side, same runs):", "",
-                  "| system | teacher test WER | per seed |", "|---|---:|---|"]
+        lines += [
+            "",
+            "Teachers trained in tandem (test WER of the teacher side, same runs):",
+            "",
+            "| system | teacher test WER | per seed |",
+            "|---|---:|---|",
+        ]
         for label, wers in teacher_rows:
             mean, sd = _mean_sd(wers)
             lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
@@ -550,7 +561,9 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
         table = [[p["student"] for p in curve] for curve in by_seed.values()]
         mean = [statistics.fmean(col) for col in zip(*table)]
         curves.plot(steps, mean, color=colour, marker="o", label=rows[name]["label"])
-        curves.fill_between(steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2)
+        curves.fill_between(
+            steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2
+        )
     curves.set_xlabel("training step")
     curves.set_ylabel("dev WER (student)")
     curves.set_title("Dev WER during training (line: mean, band: min-max over seeds)")
@@ -576,12 +589,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
     parser.add_argument("--val-every", type=int, help="dev WER every N steps (systems 1 and 4)")
     parser.add_argument("--time-steps", type=int, help="steps timed per system (after 3 warm-up steps)")
     parser.add_argument("--jobs", type=int, help="training runs at a time")
-    parser.add_argument("--single-seed", nargs="+", choices=list(BY_NAME), metavar="SYSTEM",
-                        help="systems trained with the first seed only (to fit a budget)")
+    parser.add_argument(
+        "--single-seed",
+        nargs="+",
+        choices=list(BY_NAME),
+        metavar="SYSTEM",
+        help="systems trained with the first seed only (to fit a budget)",
+    )
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], help="where the training runs go (default cpu)")
     parser.add_argument("--config", help="base config in conf/ (default codert_small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key for every system, e.g. --set model.optim.lr=2e-3")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every system, e.g. --set model.optim.lr=2e-3",
+    )
     parser.add_argument("--work-dir", type=Path, help="corpus, runs and models (default: data/paper_table[_quick])")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -609,7 +633,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     print(f"[1/5] corpus ({s.hours} h train, reverb {s.reverb_prob}, noise {s.noise_prob})", flush=True)
     corpus = build_benchmark_corpus(work, s)
-    print(f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time", flush=True)
+    print(
+        f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time",
+        flush=True,
+    )
     train_jobs = plan_jobs(s, work, corpus.root, "train")
     _run_jobs(train_jobs, s.jobs, work / "logs")
     print("[3/5] step time and memory, one system at a time", flush=True)

@@ -69,7 +69,9 @@ def run(cfg: EvaluationConfig) -> Dict[str, Any]:
     write_json_atomic(stored, out)
 
     print(f"{report['model']} [{report['model_class']}] on {report['manifest']}")
-    print(f"{report['utterances']} utterances, {report['audio_seconds']:.1f} s of audio, CPU, {report['torch_threads']} threads")
+    print(
+        f"{report['utterances']} utterances, {report['audio_seconds']:.1f} s of audio, CPU, {report['torch_threads']} threads"
+    )
     print(f"{'':10s} {'WER':>8s} {'CER':>8s} {'params':>12s} {'RTF':>8s}")
     for name, r in report["results"].items():
         print(f"{name:10s} {100 * r['wer']:7.2f}% {100 * r['cer']:7.2f}% {r['params']:12,d} {r['rtf']:8.4f}")

@@ -9,7 +9,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, List, Union
 
-__all__ = ["atomic_path", "quiet_trainer", "restore_nemo", "set_aside_superseded_last_checkpoints", "write_json_atomic"]
+__all__ = [
+    "atomic_path",
+    "quiet_trainer",
+    "restore_nemo",
+    "set_aside_superseded_last_checkpoints",
+    "write_json_atomic",
+]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.factories import manifest_lines
 
 
@@ -28,7 +27,10 @@ def other_tokenizer(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("other_tokenizer")
     texts = [json.loads(line)["text"] for line in corpus.train_manifest.read_text().splitlines()]
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(out / "tokenizer"), vocab_size=48, model_type="bpe",
+        sentence_iterator=iter(texts),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=48,
+        model_type="bpe",
         character_coverage=1.0,
     )
     vocab = [line.split("\t")[0] for line in (out / "tokenizer.vocab").read_text().splitlines()]

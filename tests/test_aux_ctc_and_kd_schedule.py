@@ -4,11 +4,11 @@ NeMo models and real audio."""
 from __future__ import annotations
 
 import torch
+from helpers.factories import first_batch, make_trainer, tiny_config
 from omegaconf import open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
 
-from helpers.factories import first_batch, make_trainer, tiny_config
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
 
@@ -43,7 +43,7 @@ def test_ctc_term_is_nemo_ctc_on_the_encoder_logits_and_ignores_padding(corpus):
     # Whatever the padded frames hold, the CTC value does not move.
     garbage = logits.clone()
     short = int(enc_len.argmin())
-    garbage[short, int(enc_len[short]):] = 1e4
+    garbage[short, int(enc_len[short]) :] = 1e4
     _, ctc = model._with_ctc(torch.tensor(0.0), garbage, enc_len, transcript, transcript_len)
     torch.testing.assert_close(ctc, reference)
 
@@ -96,7 +96,9 @@ def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
     teacher = {id(p) for p in model.encoder.parameters()}
     by_group = [(g["lr"], {id(p) for p in g["params"]}) for g in groups]
     assert any(ids == teacher for _, ids in by_group)
-    teacher_lr = next(g["initial_lr"] if "initial_lr" in g else g["lr"] for g in groups if {id(p) for p in g["params"]} == teacher)
+    teacher_lr = next(
+        g["initial_lr"] if "initial_lr" in g else g["lr"] for g in groups if {id(p) for p in g["params"]} == teacher
+    )
     other = next(g for g in groups if {id(p) for p in g["params"]} != teacher)
     assert teacher_lr == 1e-4 and other.get("initial_lr", other["lr"]) == cfg.optim.lr
     assert {id(p) for p in model.student_encoder.parameters()} <= {id(p) for p in other["params"]}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import sentencepiece as spm
 import torch
+from helpers.factories import first_batch, make_trainer, tiny_config
 from omegaconf import open_dict
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
-from helpers.factories import first_batch, make_trainer, tiny_config
 from nemo_codert.models import CodertRNNTBPEModel
 
 
@@ -70,11 +70,15 @@ def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
 def test_static_teacher_stays_bit_identical(corpus, tmp_path):
     base = tiny_config(corpus)
     teacher = _save_teacher(base, tmp_path / "teacher.nemo")
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
     trainer = make_trainer(max_steps=3)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
 
-    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")}
+    frozen = {
+        k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")
+    }
     for k, v in teacher.encoder.state_dict().items():
         assert torch.equal(frozen[f"encoder.{k}"], v), f"teacher weight {k} not loaded from the .nemo"
     student_before = {k: v.clone() for k, v in model.student_encoder.state_dict().items()}
@@ -148,8 +152,12 @@ def test_tokenizer_mismatch_is_a_clear_error(corpus, tmp_path):
     teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other)})
     _save_teacher(teacher_cfg, tmp_path / "teacher.nemo")
 
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
-    with pytest.raises(ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"):
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
+    with pytest.raises(
+        ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"
+    ):
         CodertRNNTBPEModel(cfg=cfg)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers.factories import make_trainer, tiny_config
+
 from nemo_codert.data.manifest import check_model_data
 
 
@@ -16,9 +16,8 @@ def test_ddp_two_cpu_processes_keep_identical_weights(corpus, tmp_path):
     import subprocess
     import sys
 
-    from omegaconf import OmegaConf
-
     from helpers.factories import REPO
+    from omegaconf import OmegaConf
 
     cfg = tiny_config(corpus)
     OmegaConf.save(cfg, tmp_path / "model.yaml")
@@ -26,7 +25,10 @@ def test_ddp_two_cpu_processes_keep_identical_weights(corpus, tmp_path):
     out.mkdir()
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "helpers" / "ddp_train.py"), str(tmp_path / "model.yaml"), str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", map_location="cpu", weights_only=False) for r in (0, 1)]

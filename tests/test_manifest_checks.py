@@ -8,8 +8,8 @@ import logging as pylogging
 import numpy as np
 import pytest
 import soundfile
-
 from helpers.factories import manifest_lines, tiny_config, write_manifest
+
 from nemo_codert.data.manifest import ManifestError, check_dataset_config, check_manifest, check_model_data
 
 
@@ -65,7 +65,10 @@ def test_too_many_bad_utterances_stop_the_run(good, tmp_path):
         ('{"text": "x", "duration": 1.0}', r"line 2: missing field 'audio_filepath'"),
         ('{"audio_filepath": "a.wav", "duration": 1.0}', r"line 2: missing field 'text'"),
         ('{"audio_filepath": "a.wav", "text": "x"}', r"line 2: missing field 'duration'"),
-        ('{"audio_filepath": "a.wav", "text": "x", "duration": "long"}', r"line 2: field 'duration' has the wrong type"),
+        (
+            '{"audio_filepath": "a.wav", "text": "x", "duration": "long"}',
+            r"line 2: field 'duration' has the wrong type",
+        ),
     ],
 )
 def test_broken_manifest_line_is_one_clear_error(good, tmp_path, line, message):
@@ -78,12 +81,17 @@ def test_dataset_config_errors_name_the_field(corpus, tmp_path):
     from omegaconf import OmegaConf
 
     with pytest.raises(ManifestError, match=r"model.train_ds.manifest_filepath: manifest .*nope.json: no such file"):
-        check_dataset_config(OmegaConf.create({"manifest_filepath": str(tmp_path / "nope.json")}), "model.train_ds", tmp_path)
+        check_dataset_config(
+            OmegaConf.create({"manifest_filepath": str(tmp_path / "nope.json")}), "model.train_ds", tmp_path
+        )
     lhotse_cfg = OmegaConf.create({"use_lhotse": True, "cuts_path": str(tmp_path / "cuts.jsonl.gz")})
     with pytest.raises(ManifestError, match=r"model.train_ds.cuts_path: .*cuts.jsonl.gz does not exist"):
         check_dataset_config(lhotse_cfg, "model.train_ds", tmp_path)
     # An existing cuts file is lhotse's to read: nothing to rewrite.
-    assert check_dataset_config(OmegaConf.create({"cuts_path": str(corpus.train_cuts)}), "model.train_ds", tmp_path) is None
+    assert (
+        check_dataset_config(OmegaConf.create({"cuts_path": str(corpus.train_cuts)}), "model.train_ds", tmp_path)
+        is None
+    )
 
 
 def test_model_config_gets_the_filtered_manifest(good, corpus, tmp_path):

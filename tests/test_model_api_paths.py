@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from helpers.factories import first_batch, tiny_config
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
-from helpers.factories import first_batch, tiny_config
 from nemo_codert.data.manifest import ManifestError, check_model_data
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models import CodertRNNTBPEModel
@@ -67,7 +67,9 @@ def test_static_teacher_brings_its_own_features(corpus, tmp_path):
     assert teacher_cfg.encoder.feat_in == 80
     EncDecRNNTBPEModel(cfg=teacher_cfg).save_to(str(tmp_path / "teacher.nemo"))
 
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
     assert cfg.preprocessor.features == 64
     model = CodertRNNTBPEModel(cfg=cfg)
     assert model.cfg.preprocessor.features == 80 and model.cfg.student_encoder.feat_in == 80
@@ -80,8 +82,11 @@ def test_static_teacher_with_own_decoders_does_not_run_the_teacher_decoder(corpu
     model = CodertRNNTBPEModel(
         cfg=tiny_config(
             corpus,
-            **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo"),
-               "codert.share_decoder": False},
+            **{
+                "codert.mode": "static_teacher",
+                "codert.teacher_nemo": str(tmp_path / "teacher.nemo"),
+                "codert.share_decoder": False,
+            },
         )
     )
     calls = []
@@ -94,9 +99,15 @@ def test_static_teacher_with_own_decoders_does_not_run_the_teacher_decoder(corpu
 def test_fused_joint_in_a_training_step_matches_the_unfused_one(corpus):
     """Train mode (BatchNorm on batch statistics), both sides, every loss term and every gradient."""
     no_randomness = {
-        "spec_augment": None, "preprocessor.dither": 0.0, "joint.jointnet.dropout": 0.0, "decoder.prednet.dropout": 0.0,
-        **{f"{enc}.{k}": 0.0 for enc in ("encoder", "student_encoder")
-           for k in ("dropout", "dropout_pre_encoder", "dropout_emb", "dropout_att")},
+        "spec_augment": None,
+        "preprocessor.dither": 0.0,
+        "joint.jointnet.dropout": 0.0,
+        "decoder.prednet.dropout": 0.0,
+        **{
+            f"{enc}.{k}": 0.0
+            for enc in ("encoder", "student_encoder")
+            for k in ("dropout", "dropout_pre_encoder", "dropout_emb", "dropout_att")
+        },
     }
     torch.manual_seed(0)
     unfused = CodertRNNTBPEModel(cfg=tiny_config(corpus, **no_randomness, **{"joint.fuse_loss_wer": False}))
@@ -127,6 +138,8 @@ def test_an_evaluation_set_with_a_bad_utterance_is_an_error_unless_allowed(corpu
     dev = tmp_path / "dev.json"
     dev.write_text("".join(json.dumps(item) + "\n" for item in items))
     cfg = tiny_config(corpus, **{"validation_ds.manifest_filepath": str(dev)})
-    with pytest.raises(ManifestError, match=r"model.validation_ds.manifest_filepath: .*evaluation set must be complete"):
+    with pytest.raises(
+        ManifestError, match=r"model.validation_ds.manifest_filepath: .*evaluation set must be complete"
+    ):
         check_model_data(cfg, tmp_path / "checked")
     assert check_model_data(cfg, tmp_path / "checked", 0.2, allow_eval_skips=True) == ["validation_ds"]

@@ -7,8 +7,8 @@ import logging as pylogging
 import numpy as np
 import soundfile
 import torch
-
 from helpers.factories import make_trainer, tiny_config, write_manifest
+
 from nemo_codert.data.manifest import check_manifest
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.factories import tiny_config
+
 from nemo_codert.utils import restore_nemo
 
 
@@ -19,8 +19,9 @@ def test_nemo_with_a_foreign_target_is_refused_not_imported(corpus, tmp_path, mo
 
     from omegaconf import OmegaConf
 
-    import nemo_codert.models  # noqa: F401  (registers the prefix: it must not let these through)
     from nemo.collections.asr.models import ASRModel
+
+    import nemo_codert.models  # noqa: F401  (registers the prefix: it must not let these through)
     from nemo_codert.export import read_nemo_config
 
     model = nemo_codert.models.CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": "student_only"}))
@@ -57,6 +58,7 @@ def test_nemo_with_a_foreign_target_is_refused_not_imported(corpus, tmp_path, mo
 def _ctc_nemo(corpus, path: Path) -> Path:
     """A real stock NeMo CTC model (not a transducer), saved as `.nemo`."""
     from omegaconf import OmegaConf
+
     from nemo.collections.asr.models import EncDecCTCModelBPE
 
     rnnt = tiny_config(corpus)

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers.factories import make_trainer, tiny_config
 
 
 def _script_config(corpus, tmp_path: Path, max_steps: int):
     """The shipped default config, shrunk (tiny_config) and pointed at the test corpus, for the real training script."""
-    from omegaconf import OmegaConf
-
     from helpers.factories import REPO
+    from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO / "conf" / "codert_small.yaml")
     cfg.model = tiny_config(corpus)
@@ -52,13 +50,21 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
 
     max_steps = 10  # the corpus has ~9 batches per epoch: both the kill and the end fall mid-epoch
     conf = _script_config(corpus, tmp_path, max_steps)
-    command = [sys.executable, str(REPO / "examples" / "train_codert.py"), f"--config-path={conf}", "--config-name=run"]
+    command = [
+        sys.executable,
+        str(REPO / "examples" / "train_codert.py"),
+        f"--config-path={conf}",
+        "--config-name=run",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+
     def last_checkpoint():
         """The run's `*-last.ckpt` (its name carries the metric, so it changes) and its content, or (None, None)."""
-        newest_first = sorted((tmp_path / "exp").glob("**/checkpoints/*last.ckpt"), key=lambda p: -p.stat().st_mtime_ns)
+        newest_first = sorted(
+            (tmp_path / "exp").glob("**/checkpoints/*last.ckpt"), key=lambda p: -p.stat().st_mtime_ns
+        )
         for path in newest_first:
             try:
                 return path, torch.load(path, map_location="cpu", weights_only=False)
@@ -77,7 +83,9 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
         time.sleep(0.2)
     proc.wait()
     log.close()
-    assert killed, f"no checkpoint to resume from before the run ended:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
+    assert (
+        killed
+    ), f"no checkpoint to resume from before the run ended:\n{(tmp_path / 'first.log').read_text()[-3000:]}"
     newest, killed_at = last_checkpoint()
     assert 2 <= killed_at["global_step"] < max_steps
     # The kill may land between Lightning writing the new `-last.ckpt` and deleting the old one (NeMo then refuses
@@ -88,7 +96,10 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
 
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Resuming training from checkpoint" in done.stdout + done.stderr or "Restoring states" in done.stdout + done.stderr
+    assert (
+        "Resuming training from checkpoint" in done.stdout + done.stderr
+        or "Restoring states" in done.stdout + done.stderr
+    )
     _, final = last_checkpoint()
     assert final["global_step"] == max_steps
     assert stale.with_name(stale.name + ".superseded").exists(), "the stale last checkpoint was not set aside"
@@ -102,6 +113,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
 def test_model_nemo_and_checkpoint_writes_are_atomic(corpus, tmp_path, monkeypatch):
     """A crash mid-write (disk full) leaves the previous `.nemo` / checkpoint intact and no partial file beside it."""
     import fsspec.implementations.local
+
     from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
     from nemo_codert.models import CodertRNNTBPEModel
@@ -172,7 +184,9 @@ def test_resumed_run_continues_at_the_same_data_position(corpus, tmp_path):
     def run(max_steps, ckpt_path=None, save_after=None):
         torch.manual_seed(0)
         record = Fingerprints(save_after)
-        model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=max_steps, callbacks=[record], limit_val_batches=0))
+        model = CodertRNNTBPEModel(
+            cfg=cfg, trainer=make_trainer(max_steps=max_steps, callbacks=[record], limit_val_batches=0)
+        )
         assert isinstance(model._train_dl.sampler, EpochSeededSampler)
         model._trainer.fit(model, ckpt_path=ckpt_path)
         return model, record.seen

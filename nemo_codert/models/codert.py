@@ -211,7 +211,10 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         self.decoding, self.wer = side.decoding, side.wer
 
     def change_vocabulary(
-        self, new_tokenizer_dir: Union[str, DictConfig], new_tokenizer_type: str, decoding_cfg: Optional[DictConfig] = None
+        self,
+        new_tokenizer_dir: Union[str, DictConfig],
+        new_tokenizer_type: str,
+        decoding_cfg: Optional[DictConfig] = None,
     ) -> None:
         """NeMo's ``change_vocabulary`` for the pair: new teacher decoder and joint (NeMo), then the student's joint
         rebuilt and re-shared, the losses rebuilt at the new vocabulary, both decodings rebuilt."""
@@ -248,7 +251,9 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         self, input_signal=None, input_signal_length=None, processed_signal=None, processed_signal_length=None
     ):
         """Acoustic forward of the side selected for inference (the student unless inside ``use_side``)."""
-        features, lengths = self._features(input_signal, input_signal_length, processed_signal, processed_signal_length)
+        features, lengths = self._features(
+            input_signal, input_signal_length, processed_signal, processed_signal_length
+        )
         encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
         return encoder(audio_signal=features, length=lengths)
 
@@ -450,8 +455,11 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
                 f"CoDERT: non-finite training loss at step {sample_id} "
                 + ", ".join(f"{k}={out[k].item():.4g}" for k in _LOSS_TERMS if k in out)
                 + "; normalisation statistics restored"
-                + (", gradients will be zeroed (skip_nan_grad)" if getattr(self, "_skip_nan_grad", False) else
-                   "; set model.skip_nan_grad=true to drop the update too")
+                + (
+                    ", gradients will be zeroed (skip_nan_grad)"
+                    if getattr(self, "_skip_nan_grad", False)
+                    else "; set model.skip_nan_grad=true to drop the update too"
+                )
             )
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
@@ -500,7 +508,9 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
             logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
         if self.has_teacher:
             (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            kd = self._kd(encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len)
+            kd = self._kd(
+                encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len
+            )
             logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
 
         self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))

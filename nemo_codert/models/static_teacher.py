@@ -47,7 +47,11 @@ def _differences(mine: Any, theirs: Any) -> List[str]:
     mine = OmegaConf.to_container(mine, resolve=True) if mine is not None else {}
     theirs = OmegaConf.to_container(theirs, resolve=True) if theirs is not None else {}
     keys = sorted((set(mine) | set(theirs)) - _FEATURE_NEUTRAL)
-    return [f"{k}: {mine.get(k)!r} in the config, {theirs.get(k)!r} in the teacher" for k in keys if mine.get(k) != theirs.get(k)]
+    return [
+        f"{k}: {mine.get(k)!r} in the config, {theirs.get(k)!r} in the teacher"
+        for k in keys
+        if mine.get(k) != theirs.get(k)
+    ]
 
 
 def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
