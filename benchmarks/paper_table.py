@@ -132,7 +132,9 @@ def system_config(
         c.share_decoder = system.share_decoder
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
         if system.teacher_sized:
+            # The teacher architecture trained alone, at the teacher's learning rate.
             cfg.model.student_encoder = cfg.model.encoder
+            cfg.model.optim.lr = cfg.model.optim.lr * cfg.model.codert.get("teacher_lr_scale", 1.0)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(extra)))
     OmegaConf.resolve(cfg)
     return cfg
@@ -453,8 +455,11 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
     source = next((j for j in train_jobs if Path(j.spec["run_dir"]).name.startswith("teacher_source-")), None)
     static_source = None
     if source is not None:
-        static_source = {"steps": s.static_teacher_steps, "seed": source.spec["seed"],
-                         **{k: scores[source.result.stem]["student"][k] for k in ("wer", "cer", "params")}}
+        static_source = {
+            "steps": s.static_teacher_steps,
+            "seed": source.spec["seed"],
+            **{k: scores[source.result.stem]["student"][k] for k in ("wer", "cer", "params")},
+        }
     base, teacher = rows["student_only"]["test_wer"], rows["teacher_only"]["test_wer"]
     for row in rows.values():
         # Paired by seed: the same seed gives both systems the same data order and (student) initial weights.
@@ -560,9 +565,12 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
             lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
     source = summary.get("static_teacher_source")
     if source:
-        lines += ["", f"System 5's static teacher: the teacher architecture trained alone for {source['steps']} steps "
-                  f"(seed {source['seed']}; one teacher for every seed of system 5): test WER {source['wer']:.3f}, "
-                  f"CER {source['cer']:.3f}, {source['params']:,} parameters."]
+        lines += [
+            "",
+            f"System 5's static teacher: the teacher architecture trained alone for {source['steps']} steps "
+            f"(seed {source['seed']}; one teacher for every seed of system 5): test WER {source['wer']:.3f}, "
+            f"CER {source['cer']:.3f}, {source['params']:,} parameters.",
+        ]
     lines += ["", "Targets (issue 10):", "", *_targets(summary), "", "![WER per system](paper_table.png)", ""]
     out = results_dir / "paper_table.md"
     out.write_text("\n".join(lines))
@@ -632,8 +640,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
         help="systems trained with the first seed only (to fit a budget)",
     )
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], help="where the training runs go (default cpu)")
-    parser.add_argument("--static-teacher-steps", type=int, metavar="N",
-                        help="train system 5's teacher alone for N steps (first seed) instead of using system 2")
+    parser.add_argument(
+        "--static-teacher-steps",
+        type=int,
+        metavar="N",
+        help="train system 5's teacher alone for N steps (first seed) instead of using system 2",
+    )
     parser.add_argument("--config", help="base config in conf/ (default codert_small)")
     parser.add_argument(
         "--set",
