@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import sentencepiece as spm
 import torch
-from helpers.factories import first_batch, make_trainer, tiny_config
 from omegaconf import open_dict
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import first_batch, make_trainer, tiny_config
 
 
 def _teacher_only_params(model):

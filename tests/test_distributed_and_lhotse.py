@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.factories import make_trainer, tiny_config
 
 from nemo_codert.data.manifest import check_model_data
+
+from helpers.factories import make_trainer, tiny_config
 
 
 @pytest.mark.slow
@@ -16,8 +17,9 @@ def test_ddp_two_cpu_processes_keep_identical_weights(corpus, tmp_path):
     import subprocess
     import sys
 
-    from helpers.factories import REPO
     from omegaconf import OmegaConf
+
+    from helpers.factories import REPO
 
     cfg = tiny_config(corpus)
     OmegaConf.save(cfg, tmp_path / "model.yaml")

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers.factories import REPO, first_batch, tiny_config
 
 from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
@@ -32,6 +31,8 @@ from nemo_codert.export import (
 from nemo_codert.export import main as export_main
 from nemo_codert.export import stock_model
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import REPO, first_batch, tiny_config
 
 N_AUDIO = 3
 

@@ -8,9 +8,10 @@ import logging as pylogging
 import numpy as np
 import pytest
 import soundfile
-from helpers.factories import manifest_lines, tiny_config, write_manifest
 
 from nemo_codert.data.manifest import ManifestError, check_dataset_config, check_manifest, check_model_data
+
+from helpers.factories import manifest_lines, tiny_config, write_manifest
 
 
 def test_clean_manifest_is_used_as_it_is(corpus, tmp_path):

@@ -8,13 +8,14 @@ import json
 
 import pytest
 import torch
-from helpers.factories import first_batch, tiny_config
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
 from nemo_codert.data.manifest import ManifestError, check_model_data
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import first_batch, tiny_config
 
 
 def _dev_audio(corpus, n=3):

@@ -7,9 +7,10 @@ import logging as pylogging
 import numpy as np
 import soundfile
 import torch
-from helpers.factories import make_trainer, tiny_config, write_manifest
 
 from nemo_codert.data.manifest import check_manifest
+
+from helpers.factories import make_trainer, tiny_config, write_manifest
 
 
 def test_nan_batch_does_not_poison_the_model(good, corpus, tmp_path, caplog):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.factories import tiny_config
 
 from nemo_codert.utils import restore_nemo
+
+from helpers.factories import tiny_config
 
 
 @pytest.mark.parametrize("target", ["codert_evil.Model", "nemo_codert_evil.Model"])

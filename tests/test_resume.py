@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers.factories import make_trainer, tiny_config
 
 
 def _script_config(corpus, tmp_path: Path, max_steps: int):
     """The shipped default config, shrunk (tiny_config) and pointed at the test corpus, for the real training script."""
-    from helpers.factories import REPO
     from omegaconf import OmegaConf
+
+    from helpers.factories import REPO
 
     cfg = OmegaConf.load(REPO / "conf" / "codert_small.yaml")
     cfg.model = tiny_config(corpus)
