@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sentencepiece as spm
 import torch
 from omegaconf import open_dict
 
@@ -142,15 +141,9 @@ def test_subsampling_mismatch_is_a_clear_error(corpus):
         CodertRNNTBPEModel(cfg=cfg)
 
 
-def test_tokenizer_mismatch_is_a_clear_error(corpus, tmp_path):
+def test_tokenizer_mismatch_is_a_clear_error(corpus, other_tokenizer, tmp_path):
     # A teacher trained with another vocabulary: same text, different BPE size.
-    other = tmp_path / "other_tokenizer"
-    other.mkdir()
-    _train_tokenizer_from_manifest(corpus, other)
-    (other / "vocab.txt").write_text(
-        "\n".join(line.split("\t")[0] for line in (other / "tokenizer.vocab").read_text().splitlines()) + "\n"
-    )
-    teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other)})
+    teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other_tokenizer)})
     _save_teacher(teacher_cfg, tmp_path / "teacher.nemo")
 
     cfg = tiny_config(
@@ -160,19 +153,6 @@ def test_tokenizer_mismatch_is_a_clear_error(corpus, tmp_path):
         ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"
     ):
         CodertRNNTBPEModel(cfg=cfg)
-
-
-def _train_tokenizer_from_manifest(corpus, out_dir):
-    import json
-
-    texts = [json.loads(line)["text"] for line in corpus.train_manifest.read_text().splitlines()]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_prefix=str(out_dir / "tokenizer"),
-        vocab_size=48,
-        model_type="bpe",
-        character_coverage=1.0,
-    )
 
 
 def test_nemo_round_trip_gives_identical_outputs(corpus, tmp_path):
