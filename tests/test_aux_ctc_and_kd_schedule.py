@@ -88,7 +88,7 @@ def test_kd_warmup_ramps_lambda_and_the_weighted_term_is_logged(corpus):
 
 
 def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
-    cfg = tiny_config(corpus)
+    cfg = tiny_config(corpus, **{"codert.teacher_lr_scale": 1.0})  # the two ways are exclusive
     with open_dict(cfg):
         cfg.optim_param_groups = {"encoder": {"lr": 1e-4}}  # NeMo's own per-module setting: the teacher encoder
     trainer = make_trainer(max_steps=1)
