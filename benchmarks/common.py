@@ -26,6 +26,7 @@ def machine_description() -> str:
 
 def git_commit() -> str:
     """Short hash of HEAD, with '+changes' when the tree differs from it (a result of uncommitted code says so)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 

@@ -51,11 +51,18 @@ def nearest(series: Dict[int, float], step: int) -> Optional[tuple]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from nemo_codert.evaluation import evaluate, write_json_atomic
+    from nemo_codert.evaluation import evaluate
+    from nemo_codert.utils import write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="hydra overrides appended to the command (the report says so)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hydra overrides appended to the command (the report says so)",
+    )
     parser.add_argument("--ratio-steps", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "default_run")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
@@ -85,7 +92,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for step in args.ratio_steps:
         kd, rnnt = nearest(scalars["train_kd_weighted"], step), nearest(scalars["train_rnnt_student"], step)
         if kd and rnnt:
-            ratios[step] = {"logged_at": kd[0], "kd_weighted": kd[1], "rnnt_student": rnnt[1], "ratio": kd[1] / rnnt[1]}
+            ratios[step] = {
+                "logged_at": kd[0],
+                "kd_weighted": kd[1],
+                "rnnt_student": rnnt[1],
+                "ratio": kd[1] / rnnt[1],
+            }
 
     results = {k: {m: v for m, v in r.items() if m != "hypotheses"} for k, r in report["results"].items()}
     summary = {
@@ -125,11 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         teacher = scalars["val_wer_teacher"].get(step)
         lines.append(f"- step {step}: {wer:.3f}" + (f" / {teacher:.3f}" if teacher is not None else ""))
     if ratios:
-        lines += ["", "Weighted KD term (λ·τ²·KL) against the student's RNN-T term, as logged:", "",
-                  "| step | logged at | λ·τ²·KL | RNN-T (student) | ratio |", "|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Weighted KD term (λ·τ²·KL) against the student's RNN-T term, as logged:",
+            "",
+            "| step | logged at | λ·τ²·KL | RNN-T (student) | ratio |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for step, r in ratios.items():
-            lines.append(f"| {step} | {r['logged_at']} | {r['kd_weighted']:.3f} | {r['rnnt_student']:.3f} | "
-                         f"{r['ratio']:.3f} |")
+            lines.append(
+                f"| {step} | {r['logged_at']} | {r['kd_weighted']:.3f} | {r['rnnt_student']:.3f} | "
+                f"{r['ratio']:.3f} |"
+            )
     out = args.results_dir / "default_run.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())

@@ -27,7 +27,6 @@ import shlex
 import statistics
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -74,29 +73,21 @@ def viterbi_path(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> L
     return nodes[::-1]
 
 
-def _sides(model_path: Path):
-    """[(name, model, side)] for a CoDERT model (teacher, student) or a stock transducer (model)."""
-    from nemo_codert.export import CODERT_TARGET, load_codert, load_stock_transducer, read_nemo_config
-
-    if read_nemo_config(model_path).get("target", None) == CODERT_TARGET:
-        model = load_codert(model_path).eval()
-        names = ["teacher", "student"] if model.has_teacher else ["student"]
-        return model, [(n, getattr(model, n)) for n in names]
-    model = load_stock_transducer(model_path)
-    return model, [("model", SimpleNamespace(encoder=model.encoder, decoder=model.decoder, joint=model.joint))]
-
-
 @torch.no_grad()
 def measure(model_path: Path, manifest: Path, max_utterances: int) -> Dict[str, Dict]:
     import soundfile
 
-    from nemo_codert.evaluation import read_manifest
+    from nemo_codert.data.manifest import read_manifest
+    from nemo_codert.losses.encoder_kd import encoder_logits
+    from nemo_codert.models import load_transducer
 
-    model, sides = _sides(model_path)
+    model, by_name = load_transducer(model_path)
+    sides = sorted(by_name.items(), key=lambda item: item[0] != "teacher")  # teacher first, as the report reads
     blank = model.joint.num_classes_with_blank - 1
     entries = read_manifest(manifest)[:max_utterances]
-    found: Dict[str, Dict[str, List[float]]] = {n: {"encoder": [], "path": [], "path_blank": [], "path_label": []}
-                                                 for n, _ in sides}
+    found: Dict[str, Dict[str, List[float]]] = {
+        n: {"encoder": [], "path": [], "path_blank": [], "path_label": []} for n, _ in sides
+    }
     for entry in entries:
         audio, rate = soundfile.read(entry["audio_filepath"], dtype="float32")
         if rate != model.cfg.sample_rate:
@@ -108,7 +99,7 @@ def measure(model_path: Path, manifest: Path, max_utterances: int) -> Dict[str, 
         for name, side in sides:
             enc, enc_len = side.encoder(audio_signal=feats, length=feat_len)
             T = int(enc_len[0])
-            enc_logits = side.joint.joint_net(side.joint.project_encoder(enc.transpose(1, 2)))[0, :T]
+            enc_logits = encoder_logits(side.joint, enc)[0, :T]
             found[name]["encoder"] += _entropy(enc_logits).tolist()
             dec, *_ = side.decoder(targets=target_t, target_length=torch.tensor([len(targets)]))
             lattice = side.joint.joint(enc.transpose(1, 2)[:, :T], dec.transpose(1, 2))[0]  # T x (U+1) x (V+1)
@@ -169,16 +160,28 @@ def write_report(result: Dict, model_path: Path, manifest: Path, out_dir: Path, 
     # The JSON keeps distributions as summaries and histograms (on the PNG's bins), not every frame's value.
     summary = {
         name: {
-            key: {"n": len(v), "mean": statistics.fmean(v) if v else None, "min": min(v, default=None),
-                  "max": max(v, default=None),
-                  "histogram": np.histogram(np.clip(v, 0.0, h_max), bins=bins)[0].tolist()}
+            key: {
+                "n": len(v),
+                "mean": statistics.fmean(v) if v else None,
+                "min": min(v, default=None),
+                "max": max(v, default=None),
+                "histogram": np.histogram(np.clip(v, 0.0, h_max), bins=bins)[0].tolist(),
+            }
             for key, v in h.items()
         }
         for name, h in sides.items()
     }
     (out_dir / "entropy.json").write_text(
-        json.dumps({"command": command, "utterances": result["utterances"], "classes": result["classes"],
-                    "bins": bins.tolist(), "sides": summary}, indent=1)
+        json.dumps(
+            {
+                "command": command,
+                "utterances": result["utterances"],
+                "classes": result["classes"],
+                "bins": bins.tolist(),
+                "sides": summary,
+            },
+            indent=1,
+        )
     )
     report = out_dir / "entropy.md"
     report.write_text("\n".join(lines))

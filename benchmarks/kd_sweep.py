@@ -88,7 +88,8 @@ def write_report(rows, settings: Settings, results: Path, command: str, wall: fl
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, commit {git_commit()}",
         f"- machine: {machine_description()}; {settings.jobs} runs at a time, "
         f"{max(1, (os.cpu_count() or 1) // settings.jobs)} torch thread(s) each; wall {wall / 60:.1f} min",
-        f"- training: `conf/{config}.yaml`" + (f" with {' '.join(settings.overrides)}" if settings.overrides else "")
+        f"- training: `conf/{config}.yaml`"
+        + (f" with {' '.join(settings.overrides)}" if settings.overrides else "")
         + f", {settings.steps} steps, seeds {', '.join(map(str, settings.seeds))}; WER on the **dev** split "
         "(test is kept for the paper table)",
         "",
@@ -103,8 +104,13 @@ def write_report(rows, settings: Settings, results: Path, command: str, wall: fl
         lines.append(
             f"| {name}{mark} | {lam} | {tau} | {r['student_mean']:.3f} | {r['student_mean'] / base:.3f} x | {teacher} |"
         )
-    lines += ["", f"Best point on dev: λ={sweep[best]['lam']:g}, τ={sweep[best]['tau']:g}.", "",
-              "![dev WER per point](kd_sweep.png)", ""]
+    lines += [
+        "",
+        f"Best point on dev: λ={sweep[best]['lam']:g}, τ={sweep[best]['tau']:g}.",
+        "",
+        "![dev WER per point](kd_sweep.png)",
+        "",
+    ]
     out = results / "kd_sweep.md"
     out.write_text("\n".join(lines))
     return out
@@ -154,9 +160,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     base = OmegaConf.load(REPO / "conf" / f"{args.config}.yaml")
     corpus = build_corpus_from_config(base.data, out_dir=REPO / base.data.dir)
     settings = Settings(
-        hours=base.data.hours, dev_hours=base.data.dev_hours, test_hours=base.data.test_hours, steps=args.steps,
-        seeds=args.seeds, val_every=args.steps // 2, time_steps=0, jobs=args.jobs, reverb_prob=0.0, noise_prob=0.0,
-        config=args.config, overrides=args.overrides,
+        hours=base.data.hours,
+        dev_hours=base.data.dev_hours,
+        test_hours=base.data.test_hours,
+        steps=args.steps,
+        seeds=args.seeds,
+        val_every=args.steps // 2,
+        time_steps=0,
+        jobs=args.jobs,
+        reverb_prob=0.0,
+        noise_prob=0.0,
+        config=args.config,
+        overrides=args.overrides,
     )
     work = args.work_dir.resolve()
     points = plan(args, settings, corpus.root, work)
@@ -164,8 +179,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = summarise(points)
     results = args.results_dir.resolve()
     results.mkdir(parents=True, exist_ok=True)
-    (results / "kd_sweep.json").write_text(json.dumps({"command": command, "settings": asdict(settings),
-                                                      "rows": rows}, indent=1))
+    (results / "kd_sweep.json").write_text(
+        json.dumps({"command": command, "settings": asdict(settings), "rows": rows}, indent=1)
+    )
     plot(rows, args, results / "kd_sweep.png")
     print(write_report(rows, settings, results, command, time.time() - started, args.config).read_text())
     return 0

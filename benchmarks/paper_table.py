@@ -85,6 +85,9 @@ class Settings:
     overrides: List[str] = field(default_factory=list)  # extra dotted config keys, KEY=VALUE (YAML value)
     single_seed: List[str] = field(default_factory=list)  # systems trained with the first seed only (budget)
     accelerator: str = "cpu"  # Lightning accelerator of the training runs (gpu: one device each)
+    # System 5's teacher: None = system 2 of the same seed (same budget); N = one teacher-sized model trained alone
+    # for N steps (first seed), the static teacher of every seed: a teacher with a budget of its own.
+    static_teacher_steps: Optional[int] = None
 
     def seeds_of(self, system: str) -> List[int]:
         return self.seeds[:1] if system in self.single_seed else self.seeds
@@ -92,10 +95,12 @@ class Settings:
 
 PRESETS = {
     # Sized for <= 2 h on 2 CPU cores: 18 runs of the two-encoder systems dominate (~5.5 s per step of all runs).
-    "full": Settings(hours=2.0, dev_hours=0.1, test_hours=0.2, steps=700, seeds=[0, 1, 2], val_every=100,
-                     time_steps=20, jobs=2),
-    "quick": Settings(hours=0.15, dev_hours=0.03, test_hours=0.05, steps=40, seeds=[0, 1, 2], val_every=20,
-                      time_steps=5, jobs=2),
+    "full": Settings(
+        hours=2.0, dev_hours=0.1, test_hours=0.2, steps=700, seeds=[0, 1, 2], val_every=100, time_steps=20, jobs=2
+    ),
+    "quick": Settings(
+        hours=0.15, dev_hours=0.03, test_hours=0.05, steps=40, seeds=[0, 1, 2], val_every=20, time_steps=5, jobs=2
+    ),
 }
 
 
@@ -127,7 +132,9 @@ def system_config(
         c.share_decoder = system.share_decoder
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
         if system.teacher_sized:
+            # The teacher architecture trained alone, at the teacher's learning rate.
             cfg.model.student_encoder = cfg.model.encoder
+            cfg.model.optim.lr = cfg.model.optim.lr * cfg.model.codert.get("teacher_lr_scale", 1.0)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(extra)))
     OmegaConf.resolve(cfg)
     return cfg
@@ -203,9 +210,9 @@ def run_worker(spec_path: Path) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from nemo_codert.evaluation import write_json_atomic
     from nemo_codert.export import export_side
     from nemo_codert.models import CodertRNNTBPEModel
+    from nemo_codert.utils import quiet_trainer, write_json_atomic
 
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
@@ -219,19 +226,13 @@ def run_worker(spec_path: Path) -> None:
     pl.seed_everything(spec["seed"], workers=True)
     recorder = _Recorder()
     validate = (system.curve or spec.get("curve", False)) and not timing  # a sweep asks for every point's curve
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         accelerator=settings.accelerator,
-        devices=1,
         max_steps=3 + settings.time_steps if timing else settings.steps,
         val_check_interval=settings.val_every if validate else None,
         check_val_every_n_epoch=None if validate else 1,
         limit_val_batches=1.0 if validate else 0,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=[recorder.hooks()],
     )
     model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
@@ -344,6 +345,23 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     cores = os.cpu_count() or 1
     threads = max(1, cores // s.jobs) if kind == "train" else cores
     jobs = []
+    source = None
+    if kind == "train" and s.static_teacher_steps:
+        name = f"teacher_source-steps{s.static_teacher_steps}"
+        source = Job(
+            {
+                "kind": kind,
+                "system": "teacher_only",
+                "seed": s.seeds[0],
+                "settings": asdict(replace(s, steps=s.static_teacher_steps)),
+                "corpus_dir": str(corpus_dir),
+                "threads": threads,
+                "run_dir": str(work / "runs" / name),
+                "result": str(work / kind / f"{name}.json"),
+                "teacher_nemo": None,
+            }
+        )
+        jobs.append(source)
     for seed in s.seeds if kind == "train" else s.seeds[:1]:
         teacher_run = work / "runs" / f"teacher_only-seed{seed}"
         for system in SYSTEMS:
@@ -359,21 +377,28 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
                 "result": str(work / kind / f"{system.name}-seed{seed}.json"),
-                # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo).
-                "teacher_nemo": str(teacher_run / "student.nemo") if static else None,
+                # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
+                # trained to its own budget (static_teacher_steps).
+                "teacher_nemo": None,
             }
-            needs = work / "train" / f"teacher_only-seed{seed}.json" if static else None
+            needs = None
+            if static:
+                teacher = Path(source.spec["run_dir"]) if source else teacher_run
+                spec["teacher_nemo"] = str(teacher / "student.nemo")
+                needs = source.result if source else work / "train" / f"teacher_only-seed{seed}.json"
             jobs.append(Job(spec, needs))
-    # Teachers first: the static-teacher runs wait for them.
-    return sorted(jobs, key=lambda j: (j.spec["system"] != "teacher_only", j.needs is not None))
+    # Teachers first (the longest first): the static-teacher runs wait for them.
+    return sorted(jobs, key=lambda j: (j is not source, j.spec["system"] != "teacher_only", j.needs is not None))
 
 
 def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dict[str, Dict[str, Any]]:
     """WER, parameters and CPU RTF of each exported student on the test split (and WER of tandem teachers)."""
     import torch
 
-    from nemo_codert.evaluation import count_parameters, measure_transcription, read_manifest, write_json_atomic
-    from nemo_codert.export import load_stock_transducer
+    from nemo_codert.data.manifest import read_manifest
+    from nemo_codert.evaluation import count_parameters, measure_transcription
+    from nemo_codert.models import load_stock_transducer
+    from nemo_codert.utils import write_json_atomic
 
     torch.set_num_threads(os.cpu_count() or 1)
     entries = read_manifest(test_manifest)
@@ -427,6 +452,14 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
             "dev_wer": {seed: runs[f"{system.name}-seed{seed}"]["dev_wer"] for seed in seeds},
             "train_seconds": {seed: runs[f"{system.name}-seed{seed}"]["train_seconds"] for seed in seeds},
         }
+    source = next((j for j in train_jobs if Path(j.spec["run_dir"]).name.startswith("teacher_source-")), None)
+    static_source = None
+    if source is not None:
+        static_source = {
+            "steps": s.static_teacher_steps,
+            "seed": source.spec["seed"],
+            **{k: scores[source.result.stem]["student"][k] for k in ("wer", "cer", "params")},
+        }
     base, teacher = rows["student_only"]["test_wer"], rows["teacher_only"]["test_wer"]
     for row in rows.values():
         # Paired by seed: the same seed gives both systems the same data order and (student) initial weights.
@@ -435,7 +468,7 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         b, t, x = (statistics.fmean(d.values()) for d in (base, teacher, row["test_wer"]))
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((_corpus_dir(work, s) / "corpus.json").read_text())
-    return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta}
+    return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta, "static_teacher_source": static_source}
 
 
 def _targets(summary: Dict[str, Any]) -> List[str]:
@@ -507,7 +540,11 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         cer = f"{statistics.fmean(cers):.3f}" if cers else "n/a"
         rel_mean, rel_sd = _mean_sd(list(row["rel_reduction"].values()))
         rel = "-" if name == "student_only" else f"{100 * rel_mean:+.1f} % +- {100 * rel_sd:.1f}"
-        gap = "-" if name in ("student_only", "teacher_only") or row["gap_closed"] is None else f"{row['gap_closed']:.2f}"
+        gap = (
+            "-"
+            if name in ("student_only", "teacher_only") or row["gap_closed"] is None
+            else f"{row['gap_closed']:.2f}"
+        )
         growth = f"{row['train_rss_growth'] / 2**20:.0f}" if row["train_rss_growth"] is not None else "n/a"
         lines.append(
             f"| {row['label']} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} | {cer} | {rel} | "
@@ -516,11 +553,24 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         )
     teacher_rows = [(r["label"], list(r["teacher_test_wer"].values())) for r in rows.values() if r["teacher_test_wer"]]
     if teacher_rows:
-        lines += ["", "Teachers trained in tandem (test WER of the teacher side, same runs):", "",
-                  "| system | teacher test WER | per seed |", "|---|---:|---|"]
+        lines += [
+            "",
+            "Teachers trained in tandem (test WER of the teacher side, same runs):",
+            "",
+            "| system | teacher test WER | per seed |",
+            "|---|---:|---|",
+        ]
         for label, wers in teacher_rows:
             mean, sd = _mean_sd(wers)
             lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
+    source = summary.get("static_teacher_source")
+    if source:
+        lines += [
+            "",
+            f"System 5's static teacher: the teacher architecture trained alone for {source['steps']} steps "
+            f"(seed {source['seed']}; one teacher for every seed of system 5): test WER {source['wer']:.3f}, "
+            f"CER {source['cer']:.3f}, {source['params']:,} parameters.",
+        ]
     lines += ["", "Targets (issue 10):", "", *_targets(summary), "", "![WER per system](paper_table.png)", ""]
     out = results_dir / "paper_table.md"
     out.write_text("\n".join(lines))
@@ -554,7 +604,9 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
         table = [[p["student"] for p in curve] for curve in by_seed.values()]
         mean = [statistics.fmean(col) for col in zip(*table)]
         curves.plot(steps, mean, color=colour, marker="o", label=rows[name]["label"])
-        curves.fill_between(steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2)
+        curves.fill_between(
+            steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2
+        )
     curves.set_xlabel("training step")
     curves.set_ylabel("dev WER (student)")
     curves.set_title("Dev WER during training (line: mean, band: min-max over seeds)")
@@ -580,12 +632,29 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
     parser.add_argument("--val-every", type=int, help="dev WER every N steps (systems 1 and 4)")
     parser.add_argument("--time-steps", type=int, help="steps timed per system (after 3 warm-up steps)")
     parser.add_argument("--jobs", type=int, help="training runs at a time")
-    parser.add_argument("--single-seed", nargs="+", choices=list(BY_NAME), metavar="SYSTEM",
-                        help="systems trained with the first seed only (to fit a budget)")
+    parser.add_argument(
+        "--single-seed",
+        nargs="+",
+        choices=list(BY_NAME),
+        metavar="SYSTEM",
+        help="systems trained with the first seed only (to fit a budget)",
+    )
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], help="where the training runs go (default cpu)")
+    parser.add_argument(
+        "--static-teacher-steps",
+        type=int,
+        metavar="N",
+        help="train system 5's teacher alone for N steps (first seed) instead of using system 2",
+    )
     parser.add_argument("--config", help="base config in conf/ (default codert_small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key for every system, e.g. --set model.optim.lr=2e-3")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every system, e.g. --set model.optim.lr=2e-3",
+    )
     parser.add_argument("--work-dir", type=Path, help="corpus, runs and models (default: data/paper_table[_quick])")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -613,7 +682,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     print(f"[1/5] corpus ({s.hours} h train, reverb {s.reverb_prob}, noise {s.noise_prob})", flush=True)
     corpus = build_benchmark_corpus(work, s)
-    print(f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time", flush=True)
+    print(
+        f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time",
+        flush=True,
+    )
     train_jobs = plan_jobs(s, work, corpus.root, "train")
     _run_jobs(train_jobs, s.jobs, work / "logs")
     print("[3/5] step time and memory, one system at a time", flush=True)

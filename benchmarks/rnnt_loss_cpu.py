@@ -29,11 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import machine_description  # noqa: E402  (benchmarks/common.py, beside this script)
+
 from nemo.collections.asr.losses.rnnt import RNNTLoss  # noqa: E402
 
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss  # noqa: E402
-
-from common import machine_description  # noqa: E402  (benchmarks/common.py, beside this script)
 
 DEFAULT_SIZES = ["16x75x26x129", "8x150x40x257", "32x50x20x129", "4x200x60x513"]
 
@@ -185,7 +185,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     load_before = os.getloadavg()
     contended: List[str] = []
-    header = "| B x T x U x V | NeMo CPU (s) | ours (s) | NeMo / ours | floor (s) | ours / floor | max rel. loss diff |"
+    header = (
+        "| B x T x U x V | NeMo CPU (s) | ours (s) | NeMo / ours | floor (s) | ours / floor | max rel. loss diff |"
+    )
     rows = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     print(header)
     for size in args.sizes:

@@ -34,21 +34,33 @@ def time_system(name: str, corpus_dir: Path, steps: int, batch_size: int) -> dic
     import lightning.pytorch as pl
 
     from nemo_codert.models import CodertRNNTBPEModel
+    from nemo_codert.utils import quiet_trainer
 
-    settings = pt.replace(pt.PRESETS["quick"], steps=WARMUP + steps, val_every=WARMUP + steps,
-                          overrides=[f"model.train_ds.batch_size={batch_size}"])
+    settings = pt.replace(
+        pt.PRESETS["quick"],
+        steps=WARMUP + steps,
+        val_every=WARMUP + steps,
+        overrides=[f"model.train_ds.batch_size={batch_size}"],
+    )
     cfg = pt.system_config(settings, pt.BY_NAME[name], 0, corpus_dir, None)
     pl.seed_everything(0)
     recorder = pt._Recorder()
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_steps=WARMUP + steps, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[recorder.hooks()],
-                         gradient_clip_val=cfg.trainer.gradient_clip_val)
+    trainer = quiet_trainer(
+        accelerator="gpu",
+        max_steps=WARMUP + steps,
+        limit_val_batches=0,
+        callbacks=[recorder.hooks()],
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+    )
     model = CodertRNNTBPEModel(cfg=cfg.model, trainer=trainer)
     torch.cuda.reset_peak_memory_stats()
     trainer.fit(model)
-    return {"system": name, "batch": batch_size, "step_s": statistics.median(recorder.step_seconds[WARMUP:]),
-            "peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+    return {
+        "system": name,
+        "batch": batch_size,
+        "step_s": statistics.median(recorder.step_seconds[WARMUP:]),
+        "peak_mib": torch.cuda.max_memory_allocated() / 2**20,
+    }
 
 
 def check_cuda_loss(corpus_dir: Path) -> str:
@@ -68,13 +80,18 @@ def check_cuda_loss(corpus_dir: Path) -> str:
         out["loss"].backward()
     finally:
         RNNTLossNumba.forward = original
-    grads = {n: p.grad is not None and bool(torch.isfinite(p.grad).all()) for n, p in model.named_parameters()
-             if n.startswith(("encoder.", "student_encoder.")) and p.requires_grad}
+    grads = {
+        n: p.grad is not None and bool(torch.isfinite(p.grad).all())
+        for n, p in model.named_parameters()
+        if n.startswith(("encoder.", "student_encoder.")) and p.requires_grad
+    }
     assert called and all(called), f"NeMo's numba RNN-T kernel was not called on CUDA tensors: {called}"
     assert torch.isfinite(out["loss"]) and all(grads.values()), "non-finite loss or missing encoder gradients"
-    return (f"loss {out['loss'].item():.3f} (rnnt student {out['rnnt_student'].item():.3f}, teacher "
-            f"{out['rnnt_teacher'].item():.3f}, kd {out['kd'].item():.4f}); NeMo's RNNTLossNumba ran {len(called)}x on "
-            f"CUDA tensors; {len(grads)} encoder parameters with finite gradients")
+    return (
+        f"loss {out['loss'].item():.3f} (rnnt student {out['rnnt_student'].item():.3f}, teacher "
+        f"{out['rnnt_teacher'].item():.3f}, kd {out['kd'].item():.4f}); NeMo's RNNTLossNumba ran {len(called)}x on "
+        f"CUDA tensors; {len(grads)} encoder parameters with finite gradients"
+    )
 
 
 def main() -> None:
@@ -88,8 +105,15 @@ def main() -> None:
         sys.exit("train_step_gpu.py needs a CUDA GPU")
     from nemo_codert.data.synth import build_corpus
 
-    corpus = build_corpus(args.work_dir / "corpus", hours=0.2, dev_hours=0.01, test_hours=0.01, seed=0,
-                          vocab_size=128, num_workers=os.cpu_count() or 1)
+    corpus = build_corpus(
+        args.work_dir / "corpus",
+        hours=0.2,
+        dev_hours=0.01,
+        test_hours=0.01,
+        seed=0,
+        vocab_size=128,
+        num_workers=os.cpu_count() or 1,
+    )
     check = check_cuda_loss(corpus.root)
     rows = [time_system(n, corpus.root, args.steps, b) for b in args.batch_size for n in SYSTEMS]
     by = {(r["system"], r["batch"]): r for r in rows}
@@ -111,8 +135,9 @@ def main() -> None:
     ]
     for b in args.batch_size:
         alone = by[("student_only", b)]["step_s"] + by[("teacher_only", b)]["step_s"]
-        lines.append(f"- batch {b}: CoDERT step / (student-only + teacher-only) = "
-                     f"{by[('codert', b)]['step_s'] / alone:.2f}")
+        lines.append(
+            f"- batch {b}: CoDERT step / (student-only + teacher-only) = " f"{by[('codert', b)]['step_s'] / alone:.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

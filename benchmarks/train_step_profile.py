@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf, open_dict
-
 from common import git_commit, machine_description  # benchmarks/common.py, beside this script
+from omegaconf import OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +43,9 @@ def profile(config: str, cpu_rnnt_loss: str, steps: int) -> dict:
     loss_time = [0.0]
     started = {}
     model.loss.register_forward_pre_hook(lambda m, a, k=None: started.__setitem__("t", time.perf_counter()))
-    model.loss.register_forward_hook(lambda m, a, o: loss_time.__setitem__(0, loss_time[0] + time.perf_counter() - started["t"]))
+    model.loss.register_forward_hook(
+        lambda m, a, o: loss_time.__setitem__(0, loss_time[0] + time.perf_counter() - started["t"])
+    )
 
     step_times, loss_times = [], []
     batches = iter(model._train_dl)
@@ -82,7 +83,10 @@ def main() -> None:
     table = [
         "| CPU RNN-T loss | steps timed | median step (s) | median loss fwd+grad per step (s) | loss share of step time |",
         "|---|---:|---:|---:|---:|",
-    ] + [f"| {r['loss']} | {r['steps']} | {r['step_s']:.3f} | {r['loss_s']:.3f} | {100 * r['share']:.1f} % |" for r in rows]
+    ] + [
+        f"| {r['loss']} | {r['steps']} | {r['step_s']:.3f} | {r['loss_s']:.3f} | {100 * r['share']:.1f} % |"
+        for r in rows
+    ]
     command = "python benchmarks/train_step_profile.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
     )

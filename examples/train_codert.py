@@ -64,6 +64,7 @@ def main(cfg: DictConfig) -> None:
         cfg.model,
         Path(log_dir or ".") / "checked_manifests",
         max_skipped_fraction=check.get("max_skipped_fraction", DEFAULT_MAX_SKIPPED_FRACTION),
+        allow_eval_skips=check.get("allow_eval_skips", False),
     )
     if changed:
         logging.warning(f"Training on filtered manifests for {', '.join(changed)} (bad utterances skipped, see above)")

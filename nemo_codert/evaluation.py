@@ -10,40 +10,13 @@ the wall time of ``transcribe()`` over the manifest divided by its audio duratio
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-__all__ = ["count_parameters", "evaluate", "measure_transcription", "read_manifest", "write_json_atomic"]
+from nemo_codert.data.manifest import read_manifest
 
-
-def read_manifest(path: Path) -> List[Dict[str, Any]]:
-    """Manifest entries with absolute ``audio_filepath`` (relative ones are relative to the manifest) and duration."""
-    import soundfile
-
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest={path}: no such file")
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            audio = Path(entry["audio_filepath"])
-            text = entry["text"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"manifest={path}, line {number}: not a NeMo manifest line ({e})") from e
-        audio = audio if audio.is_absolute() else (path.parent / audio)
-        duration = entry.get("duration")
-        if duration is None:
-            duration = soundfile.info(str(audio)).duration
-        entries.append({"audio_filepath": str(audio), "text": text, "duration": float(duration)})
-    if not entries:
-        raise ValueError(f"manifest={path}: no utterances")
-    return entries
+__all__ = ["count_parameters", "evaluate", "measure_transcription"]
 
 
 def count_parameters(*modules) -> int:
@@ -95,31 +68,20 @@ def evaluate(
     """Evaluate a CoDERT ``.nemo`` (each side) or a stock NeMo RNN-T ``.nemo``; returns the report as a dict."""
     import torch
 
-    import nemo_codert.models  # noqa: F401  (lets NeMo restore CoDERT targets)
-    from nemo_codert.export import CODERT_TARGET, load_codert, load_stock_transducer, read_nemo_config
+    from nemo_codert.models import CodertRNNTBPEModel, load_transducer, side_transcriber
 
     entries = read_manifest(manifest)
-    target = read_nemo_config(model_path).get("target", None)
+    model, available = load_transducer(model_path)
     results: Dict[str, Dict[str, Any]] = {}
-    if target == CODERT_TARGET:
-        model = load_codert(model_path)
-        model.eval()
-        available = ["student", "teacher"] if model.has_teacher else ["student"]
-        for side_name in sides or available:
-            if side_name not in available:
-                raise ValueError(f"sides: {side_name!r} is not one of this model's sides ({', '.join(available)})")
-            side = getattr(model, side_name)
-            params = count_parameters(model.preprocessor, side.encoder, side.decoder, side.joint)
-
-            def transcribe(files, _teacher=side_name == "teacher", **kwargs):
-                return model.transcribe(files, use_teacher=_teacher, **kwargs)
-
-            results[side_name] = measure_transcription(transcribe, entries, batch_size, params, num_workers)
-        kind = f"{type(model).__name__} ({model.codert.mode})"
-    else:
-        model = load_stock_transducer(model_path)
-        results["model"] = measure_transcription(model.transcribe, entries, batch_size, count_parameters(model), num_workers)
-        kind = type(model).__name__
+    for name in sides or available:
+        if name not in available:
+            raise ValueError(f"sides: {name!r} is not one of this model's sides ({', '.join(available)})")
+        side = available[name]
+        params = count_parameters(model.preprocessor, side.encoder, side.decoder, side.joint)
+        results[name] = measure_transcription(side_transcriber(model, name), entries, batch_size, params, num_workers)
+    kind = type(model).__name__
+    if isinstance(model, CodertRNNTBPEModel):
+        kind += f" ({model.codert.mode})"
     return {
         "model": str(model_path),
         "model_class": kind,
@@ -131,19 +93,3 @@ def evaluate(
         "torch_threads": torch.get_num_threads(),
         "results": results,
     }
-
-
-def write_json_atomic(report: Dict[str, Any], path: Path) -> None:
-    """Write ``report`` to ``path`` through a temporary sibling and a rename: the file is complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

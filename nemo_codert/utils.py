@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, List, Union
 
-__all__ = ["atomic_path", "restore_nemo", "set_aside_superseded_last_checkpoints"]
+__all__ = [
+    "atomic_path",
+    "quiet_trainer",
+    "restore_nemo",
+    "set_aside_superseded_last_checkpoints",
+    "write_json_atomic",
+]
 
 
 @contextlib.contextmanager
@@ -30,6 +37,29 @@ def atomic_path(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json_atomic(obj: Any, path: Union[str, os.PathLike]) -> None:
+    """``obj`` as indented JSON at ``path``, through :func:`atomic_path`: the file is complete or absent."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def quiet_trainer(**kwargs: Any):
+    """A Lightning ``Trainer`` for programmatic runs (tests, benchmarks): no logger, checkpoints, progress bar,
+    model summary or sanity validation, since the caller reads what it needs itself; ``kwargs`` add or override."""
+    import lightning.pytorch as pl
+
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**{**options, **kwargs})
 
 
 def set_aside_superseded_last_checkpoints(checkpoint_dir: Path) -> List[Path]:

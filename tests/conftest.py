@@ -1,16 +1,13 @@
-"""Shared fixtures: one tiny real corpus (eSpeak NG audio, NeMo manifests, BPE tokenizer) per test session, and
-tiny versions of the shipped configs so real NeMo models train in seconds on 2 CPU cores."""
+"""Shared fixtures: one tiny real corpus (eSpeak NG audio, NeMo manifests, BPE tokenizer) per test session, a second
+tokenizer, and real utterances of that corpus. Plain helpers (tiny configs, trainers) are in helpers/factories.py."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
-from omegaconf import DictConfig, OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.factories import manifest_lines
 
 
 @pytest.fixture(scope="session")
@@ -21,57 +18,32 @@ def corpus(tmp_path_factory):
     return build_corpus(root, hours=0.03, dev_hours=0.005, test_hours=0.005, seed=0, vocab_size=64)
 
 
-def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> DictConfig:
-    """`conf/<config_name>.yaml`, pointed at the test corpus and shrunk; `overrides` are dotted model keys."""
-    cfg = OmegaConf.load(REPO / "conf" / f"{config_name}.yaml")
-    cfg.data.dir = str(corpus.root)
-    shrink = {
-        "model.train_ds.batch_size": 4,
-        "model.validation_ds.batch_size": 4,
-        "model.test_ds.batch_size": 4,
-        "model.model_defaults.pred_hidden": 32,
-        "model.model_defaults.joint_hidden": 32,
-        "model.optim.sched.warmup_steps": 2,
-    }
-    if cfg.model.encoder._target_.endswith("ConformerEncoder"):
-        shrink.update(
-            {
-                "model.encoder.n_layers": 1,
-                "model.encoder.d_model": 48,
-                "model.encoder.subsampling_conv_channels": 16,
-                "model.encoder.n_heads": 2,
-                "model.student_encoder.n_layers": 1,
-                "model.student_encoder.d_model": 24,
-                "model.student_encoder.subsampling_conv_channels": 8,
-                "model.student_encoder.n_heads": 2,
-            }
-        )
-    for key, value in {**shrink, **{f"model.{k}": v for k, v in overrides.items()}}.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
-    OmegaConf.resolve(cfg)
-    return cfg.model
+@pytest.fixture(scope="session")
+def other_tokenizer(corpus, tmp_path_factory) -> Path:
+    """A second BPE tokenizer (48 tokens) of the same text, in NeMo's tokenizer-dir layout."""
+    import json
 
+    import sentencepiece as spm
 
-def make_trainer(max_steps: int = 1, **kwargs: Any):
-    import lightning.pytorch as pl
-
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
+    out = tmp_path_factory.mktemp("other_tokenizer")
+    texts = [json.loads(line)["text"] for line in corpus.train_manifest.read_text().splitlines()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=48,
+        model_type="bpe",
+        character_coverage=1.0,
     )
+    vocab = [line.split("\t")[0] for line in (out / "tokenizer.vocab").read_text().splitlines()]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return out
 
 
-def first_batch(model):
-    """The first validation batch: real audio through NeMo's own dataloader, in a fixed order."""
-    return next(iter(model._validation_dl))
-
-
-def copy_cfg(cfg: DictConfig) -> DictConfig:
-    return copy.deepcopy(cfg)
+@pytest.fixture()
+def good(corpus):
+    """Ten real utterances of the test corpus, with absolute audio paths."""
+    items = manifest_lines(corpus.train_manifest)[:10]
+    for item in items:
+        audio = Path(item["audio_filepath"])
+        item["audio_filepath"] = str(audio if audio.is_absolute() else corpus.train_manifest.parent / audio)
+    return items

@@ -3,14 +3,16 @@ NeMo models and real audio."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from omegaconf import open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
 
-from conftest import first_batch, make_trainer, tiny_config
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import first_batch, make_trainer, tiny_config
 
 
 def _grads(module):
@@ -43,7 +45,7 @@ def test_ctc_term_is_nemo_ctc_on_the_encoder_logits_and_ignores_padding(corpus):
     # Whatever the padded frames hold, the CTC value does not move.
     garbage = logits.clone()
     short = int(enc_len.argmin())
-    garbage[short, int(enc_len[short]):] = 1e4
+    garbage[short, int(enc_len[short]) :] = 1e4
     _, ctc = model._with_ctc(torch.tensor(0.0), garbage, enc_len, transcript, transcript_len)
     torch.testing.assert_close(ctc, reference)
 
@@ -86,7 +88,7 @@ def test_kd_warmup_ramps_lambda_and_the_weighted_term_is_logged(corpus):
 
 
 def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
-    cfg = tiny_config(corpus)
+    cfg = tiny_config(corpus, **{"codert.teacher_lr_scale": 1.0})  # the two ways are exclusive
     with open_dict(cfg):
         cfg.optim_param_groups = {"encoder": {"lr": 1e-4}}  # NeMo's own per-module setting: the teacher encoder
     trainer = make_trainer(max_steps=1)
@@ -96,7 +98,33 @@ def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
     teacher = {id(p) for p in model.encoder.parameters()}
     by_group = [(g["lr"], {id(p) for p in g["params"]}) for g in groups]
     assert any(ids == teacher for _, ids in by_group)
-    teacher_lr = next(g["initial_lr"] if "initial_lr" in g else g["lr"] for g in groups if {id(p) for p in g["params"]} == teacher)
+    teacher_lr = next(
+        g["initial_lr"] if "initial_lr" in g else g["lr"] for g in groups if {id(p) for p in g["params"]} == teacher
+    )
     other = next(g for g in groups if {id(p) for p in g["params"]} != teacher)
     assert teacher_lr == 1e-4 and other.get("initial_lr", other["lr"]) == cfg.optim.lr
     assert {id(p) for p in model.student_encoder.parameters()} <= {id(p) for p in other["params"]}
+
+
+def test_teacher_lr_scale_puts_the_teacher_encoder_in_a_group_of_its_own(corpus):
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lr_scale": 0.5}))
+    model.setup_optimization(model.cfg.optim)
+    groups = {frozenset(id(p) for p in g["params"]): g["lr"] for g in model._optimizer.param_groups}
+    teacher = frozenset(id(p) for p in model.encoder.parameters())
+    assert groups.pop(teacher) == 0.5 * model.cfg.optim.lr
+    ((rest, lr),) = groups.items()
+    assert lr == model.cfg.optim.lr and {id(p) for p in model.student_encoder.parameters()} <= rest
+    assert {id(p) for p in model.joint.parameters()} <= rest  # the shared joint learns at the base rate
+
+    # student_only has no teacher: one group, the base rate.
+    alone = CodertRNNTBPEModel(
+        cfg=tiny_config(corpus, **{"codert.mode": "student_only", "codert.teacher_lr_scale": 0.5})
+    )
+    alone.setup_optimization(alone.cfg.optim)
+    assert [g["lr"] for g in alone._optimizer.param_groups] == [alone.cfg.optim.lr]
+    with pytest.raises(ValueError, match="teacher_lr_scale: set either it or model.optim_param_groups"):
+        CodertRNNTBPEModel(
+            cfg=tiny_config(
+                corpus, **{"codert.teacher_lr_scale": 0.5, "optim_param_groups": {"encoder": {"lr": 1e-4}}}
+            )
+        )

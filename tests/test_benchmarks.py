@@ -17,13 +17,42 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ["student_only", "teacher_only", "tandem_implicit", "codert", "static_teacher", "codert_own_decoder"]
 TINY = [
-    "--quick", "--hours", "0.01", "--dev-hours", "0.003", "--test-hours", "0.003", "--steps", "2", "--val-every",
-    "1", "--time-steps", "1", "--seeds", "0", "1",
-    "--set", "model.encoder.n_layers=1", "--set", "model.encoder.d_model=48", "--set", "model.encoder.n_heads=2",
-    "--set", "model.encoder.subsampling_conv_channels=16", "--set", "model.student_encoder.n_layers=1",
-    "--set", "model.student_encoder.d_model=24", "--set", "model.student_encoder.n_heads=2",
-    "--set", "model.student_encoder.subsampling_conv_channels=8", "--set", "model.model_defaults.pred_hidden=32",
-    "--set", "model.model_defaults.joint_hidden=32",
+    "--quick",
+    "--hours",
+    "0.01",
+    "--dev-hours",
+    "0.003",
+    "--test-hours",
+    "0.003",
+    "--steps",
+    "2",
+    "--val-every",
+    "1",
+    "--time-steps",
+    "1",
+    "--seeds",
+    "0",
+    "1",
+    "--set",
+    "model.encoder.n_layers=1",
+    "--set",
+    "model.encoder.d_model=48",
+    "--set",
+    "model.encoder.n_heads=2",
+    "--set",
+    "model.encoder.subsampling_conv_channels=16",
+    "--set",
+    "model.student_encoder.n_layers=1",
+    "--set",
+    "model.student_encoder.d_model=24",
+    "--set",
+    "model.student_encoder.n_heads=2",
+    "--set",
+    "model.student_encoder.subsampling_conv_channels=8",
+    "--set",
+    "model.model_defaults.pred_hidden=32",
+    "--set",
+    "model.model_defaults.joint_hidden=32",
 ]
 
 
@@ -44,7 +73,14 @@ def _run(args, cwd=REPO):
 @pytest.fixture(scope="module")
 def paper_table(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_table")
-    args = ["benchmarks/paper_table.py", *TINY, "--work-dir", str(root / "work"), "--results-dir", str(root / "results")]
+    args = [
+        "benchmarks/paper_table.py",
+        *TINY,
+        "--work-dir",
+        str(root / "work"),
+        "--results-dir",
+        str(root / "results"),
+    ]
     first = _run(args)
     return root, args, first
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import sentencepiece as spm
 import torch
 from omegaconf import open_dict
 
 from nemo.collections.asr.models import EncDecRNNTBPEModel
 
-from conftest import first_batch, make_trainer, tiny_config
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import first_batch, make_trainer, tiny_config
 
 
 def _teacher_only_params(model):
@@ -70,11 +70,15 @@ def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
 def test_static_teacher_stays_bit_identical(corpus, tmp_path):
     base = tiny_config(corpus)
     teacher = _save_teacher(base, tmp_path / "teacher.nemo")
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
     trainer = make_trainer(max_steps=3)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
 
-    frozen = {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")}
+    frozen = {
+        k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")
+    }
     for k, v in teacher.encoder.state_dict().items():
         assert torch.equal(frozen[f"encoder.{k}"], v), f"teacher weight {k} not loaded from the .nemo"
     student_before = {k: v.clone() for k, v in model.student_encoder.state_dict().items()}
@@ -137,33 +141,18 @@ def test_subsampling_mismatch_is_a_clear_error(corpus):
         CodertRNNTBPEModel(cfg=cfg)
 
 
-def test_tokenizer_mismatch_is_a_clear_error(corpus, tmp_path):
+def test_tokenizer_mismatch_is_a_clear_error(corpus, other_tokenizer, tmp_path):
     # A teacher trained with another vocabulary: same text, different BPE size.
-    other = tmp_path / "other_tokenizer"
-    other.mkdir()
-    _train_tokenizer_from_manifest(corpus, other)
-    (other / "vocab.txt").write_text(
-        "\n".join(line.split("\t")[0] for line in (other / "tokenizer.vocab").read_text().splitlines()) + "\n"
-    )
-    teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other)})
+    teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other_tokenizer)})
     _save_teacher(teacher_cfg, tmp_path / "teacher.nemo")
 
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")})
-    with pytest.raises(ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"):
-        CodertRNNTBPEModel(cfg=cfg)
-
-
-def _train_tokenizer_from_manifest(corpus, out_dir):
-    import json
-
-    texts = [json.loads(line)["text"] for line in corpus.train_manifest.read_text().splitlines()]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_prefix=str(out_dir / "tokenizer"),
-        vocab_size=48,
-        model_type="bpe",
-        character_coverage=1.0,
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
     )
+    with pytest.raises(
+        ValueError, match=r"model.codert.teacher_nemo: the tokenizer of .* differs from model.tokenizer"
+    ):
+        CodertRNNTBPEModel(cfg=cfg)
 
 
 def test_nemo_round_trip_gives_identical_outputs(corpus, tmp_path):

@@ -22,16 +22,17 @@ import torch
 from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
-from conftest import REPO, first_batch, tiny_config
 from nemo_codert.export import (
     STOCK_TARGET,
     NemoFileError,
     export_onnx,
     export_side,
-    main as export_main,
-    stock_model,
 )
+from nemo_codert.export import main as export_main
+from nemo_codert.export import stock_model
 from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import REPO, first_batch, tiny_config
 
 N_AUDIO = 3
 
@@ -124,14 +125,19 @@ def test_exported_side_is_a_stock_nemo_model_with_the_sides_outputs(codert, expo
 
 
 def _cfg_key(artifact):
-    return {"tokenizer.model": "model_path", "vocab.txt": "vocab_path", "tokenizer.vocab": "spe_tokenizer_vocab"}[artifact]
+    return {"tokenizer.model": "model_path", "vocab.txt": "vocab_path", "tokenizer.vocab": "spe_tokenizer_vocab"}[
+        artifact
+    ]
 
 
 def test_student_and_teacher_exports_differ(codert, exported, audio):
     """The round-trip test could not tell the sides apart if they transcribed alike: they must not."""
     model, _ = codert
     assert _transcribe(model, audio) != _transcribe(model, audio, use_teacher=True)
-    sizes = {w: sum(p.numel() for p in ASRModel.restore_from(str(p), map_location="cpu").parameters()) for w, p in exported.items()}
+    sizes = {
+        w: sum(p.numel() for p in ASRModel.restore_from(str(p), map_location="cpu").parameters())
+        for w, p in exported.items()
+    }
     assert sizes["student"] < sizes["teacher"]
 
 
@@ -170,8 +176,7 @@ def test_student_only_model_exports(corpus, audio, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ without nemo_codert
 
-_HIDDEN_LOADER = textwrap.dedent(
-    """
+_HIDDEN_LOADER = textwrap.dedent("""
     import importlib.abc, json, sys
 
     class HideCodert(importlib.abc.MetaPathFinder):
@@ -204,8 +209,7 @@ _HIDDEN_LOADER = textwrap.dedent(
         out["codert_restored"] = False
         out["codert_error"] = f"{type(e).__name__}: {e}"
     print("RESULT " + json.dumps(out))
-    """
-)
+    """)
 
 
 def test_exported_files_load_where_nemo_codert_cannot_be_imported(codert, exported, audio, tmp_path):
@@ -243,7 +247,10 @@ def test_cli_export_with_onnx_matches_pytorch(codert, audio, tmp_path):
 
     _, codert_path = codert
     out, onnx_dir = tmp_path / "student.nemo", tmp_path / "onnx"
-    assert export_main(["--nemo", str(codert_path), "--which", "student", "--out", str(out), "--onnx", str(onnx_dir)]) == 0
+    assert (
+        export_main(["--nemo", str(codert_path), "--which", "student", "--out", str(out), "--onnx", str(onnx_dir)])
+        == 0
+    )
     encoder_onnx, decoder_joint_onnx = onnx_dir / "encoder-model.onnx", onnx_dir / "decoder_joint-model.onnx"
     assert encoder_onnx.is_file() and decoder_joint_onnx.is_file()
     assert sorted(p.name for p in onnx_dir.iterdir()) == ["decoder_joint-model.onnx", "encoder-model.onnx"]
@@ -353,6 +360,7 @@ def test_failed_save_leaves_no_file_and_keeps_the_old_one(codert, tmp_path, monk
 def _evaluate_script():
     spec = importlib.util.spec_from_file_location("evaluate_codert", REPO / "examples" / "evaluate_codert.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass config looks its module up while the class is built
     spec.loader.exec_module(module)
     return module
 
@@ -368,7 +376,11 @@ def test_evaluate_script_reports_wer_size_and_rtf(codert, exported, corpus, tmp_
     both = script.evaluate(codert_path, manifest, batch_size=4)
     stock = script.evaluate(exported["student"], manifest, batch_size=4)
     assert set(both["results"]) == {"student", "teacher"} and set(stock["results"]) == {"model"}
-    student, teacher, exported_student = both["results"]["student"], both["results"]["teacher"], stock["results"]["model"]
+    student, teacher, exported_student = (
+        both["results"]["student"],
+        both["results"]["teacher"],
+        stock["results"]["model"],
+    )
     # The deployable student is exactly the exported stock model: same transcripts, WER and parameter count.
     assert student["hypotheses"] == exported_student["hypotheses"]
     assert student["wer"] == exported_student["wer"] == word_error_rate(student["hypotheses"], references)
@@ -376,15 +388,41 @@ def test_evaluate_script_reports_wer_size_and_rtf(codert, exported, corpus, tmp_
     for r in (student, teacher, exported_student):
         assert r["rtf"] > 0 and r["wall_seconds"] > 0
 
-    # The CLI: key=value arguments, a table on stdout, JSON next to the model (or at out=).
+    # The CLI's config (dataclass + hydra, as NeMo's speech_to_text_eval.py): a table on stdout, JSON at out=.
+    from omegaconf import OmegaConf
+
+    def config(**values):
+        return OmegaConf.merge(OmegaConf.structured(script.EvaluationConfig), values)
+
     out = tmp_path / "eval.json"
-    assert script.main([f"model={codert_path}", f"manifest={manifest}", "batch_size=4", f"out={out}"]) == 0
+    script.main(config(model=str(codert_path), manifest=str(manifest), batch_size=4, out=str(out)))
     report = json.loads(out.read_text())
     assert report["results"]["student"]["params"] == student["params"]
+    cer = word_error_rate(student["hypotheses"], references, use_cer=True)
+    assert report["results"]["student"]["cer"] == pytest.approx(cer) and student["cer"] == pytest.approx(cer)
     assert "hypotheses" not in report["results"]["student"]
     assert "student" in capsys.readouterr().out
-    assert script.main([f"model={tmp_path / 'nope.nemo'}", f"manifest={manifest}"]) == 2
-    assert script.main(["modle=x"]) == 2
+    with pytest.raises(SystemExit, match=r"error: .*nope.nemo: no such file"):
+        script.main(config(model=str(tmp_path / "nope.nemo"), manifest=str(manifest)))
+    with pytest.raises(SystemExit, match=r"error: model=\.\.\. is required"):
+        script.main(config(manifest=str(manifest)))
+    # The command line itself, as a user types it (hydra key=value overrides).
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/evaluate_codert.py",
+            f"model={exported['student']}",
+            f"manifest={manifest}",
+            "batch_size=4",
+            f"out={tmp_path / 'cli.json'}",
+            "threads=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "cli.json").read_text())["results"]["model"]["wer"] == exported_student["wer"]
 
 
 # ------------------------------------------------------------------------------------------------ Dockerfile
@@ -421,7 +459,9 @@ def test_dockerfile_install_step_keeps_the_containers_torch(tmp_path):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
     probe = "import json, torch; print(json.dumps([torch.__version__, torch.__file__]))"
-    before = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    before = json.loads(
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    )
 
     # The "container": a fresh venv whose only site-packages beyond its own is the one holding the torch this test
     # runs with (a .pth line), whether that is the system's or CI's .venv. No pip or setuptools of its own
@@ -444,11 +484,17 @@ def test_dockerfile_install_step_keeps_the_containers_torch(tmp_path):
     constraints = (source / ".torch-constraints.txt").read_text().split()
     assert f"torch=={before[0]}" in constraints
     venv_python = str(venv / "bin" / "python")
-    after = json.loads(subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout)
+    after = json.loads(
+        subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, env=env, check=True).stdout
+    )
     assert after == before, "the install replaced torch"
     assert not (venv_site / "torch").exists(), "torch was installed into the venv"
     where = subprocess.run(
         [venv_python, "-c", "import nemo_codert; print(nemo_codert.__file__)"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
     ).stdout.strip()
     assert Path(where).resolve() == (source / "nemo_codert" / "__init__.py").resolve()

@@ -13,6 +13,7 @@ import copy
 
 import pytest
 import torch
+
 from nemo.collections.asr.losses.rnnt import RNNTLoss
 from nemo.collections.asr.losses.rnnt_pytorch import RNNTLossPytorch
 from nemo.collections.asr.parts.numba.rnnt_loss.rnnt_pytorch import RNNTLossNumba
@@ -89,8 +90,9 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:4])))
 def test_matches_nemo_loss_and_grad(shape, dtype):
     b, t, u, v, pad_t, pad_u, zero_target = shape
-    problem = make_problem(b, t, u, v, seed=hash(shape) % 1000, dtype=dtype, pad_t=pad_t, pad_u=pad_u,
-                           zero_target=zero_target)
+    problem = make_problem(
+        b, t, u, v, seed=hash(shape) % 1000, dtype=dtype, pad_t=pad_t, pad_u=pad_u, zero_target=zero_target
+    )
     ref, ours = nemo_pair(v, reduction=None)
     upstream = torch.rand(b, generator=torch.Generator().manual_seed(1)) + 0.1
     ref_loss, ref_grad = loss_and_grad(ref, *problem, upstream=upstream)
@@ -136,8 +138,8 @@ def test_padding_gets_zero_grad():
     _, ours = nemo_pair(6, reduction="mean_batch")
     _, grad = loss_and_grad(ours, acts, targets, act_lens, label_lens)
     for i in range(acts.shape[0]):
-        assert torch.count_nonzero(grad[i, act_lens[i]:]) == 0
-        assert torch.count_nonzero(grad[i, :, label_lens[i] + 1:]) == 0
+        assert torch.count_nonzero(grad[i, act_lens[i] :]) == 0
+        assert torch.count_nonzero(grad[i, :, label_lens[i] + 1 :]) == 0
         assert torch.count_nonzero(grad[i, : act_lens[i], : label_lens[i] + 1]) > 0
 
 
@@ -207,11 +209,13 @@ def test_underflowing_probabilities_stay_exact():
     """Logit spreads beyond exp's range: the softmax-based log-probs fall back to exact log_softmax."""
     acts, targets, act_lens, label_lens = make_problem(3, 6, 4, 8, seed=10, dtype=torch.float64)
     acts = acts * 200.0
-    ref_cost, ref_grad = kernel_loss_and_grad(RNNTLossNumba(blank=7, reduction=None), acts, targets, act_lens,
-                                              label_lens, 1.0)
+    ref_cost, ref_grad = kernel_loss_and_grad(
+        RNNTLossNumba(blank=7, reduction=None), acts, targets, act_lens, label_lens, 1.0
+    )
     x32 = acts.float()
-    our_cost, our_grad = kernel_loss_and_grad(DispatchingRNNTLossNumba(blank=7, reduction=None), x32, targets,
-                                              act_lens, label_lens, 1.0)
+    our_cost, our_grad = kernel_loss_and_grad(
+        DispatchingRNNTLossNumba(blank=7, reduction=None), x32, targets, act_lens, label_lens, 1.0
+    )
     assert torch.isfinite(our_cost).all()
     torch.testing.assert_close(our_cost.double(), ref_cost.double(), rtol=1e-6, atol=0)
     assert_grad_close(our_grad.double(), ref_grad, 1e-6)
@@ -251,8 +255,14 @@ def test_dispatch_and_fallbacks():
     with pytest.raises(ValueError):
         CpuRNNTLoss(num_classes=10, reduction="bogus")
     with pytest.raises(ValueError):
-        rnnt_loss_cpu_vectorized(torch.zeros(1, 1, 1, 3), torch.zeros(1, 0, dtype=torch.long),
-                                 torch.tensor([1]), torch.tensor([0]), blank=2, clamp=-1.0)
+        rnnt_loss_cpu_vectorized(
+            torch.zeros(1, 1, 1, 3),
+            torch.zeros(1, 0, dtype=torch.long),
+            torch.tensor([1]),
+            torch.tensor([0]),
+            blank=2,
+            clamp=-1.0,
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -89,6 +89,7 @@ def test_reverberation_and_noise_do_what_they_say():
     click[0] = 1.0
     tails = [np.sum(reverberate(click, rt, 16000, np.random.default_rng(2))[4000:] ** 2) for rt in (0.2, 0.8)]
     assert tails[1] > 10 * tails[0]
+
     # Colour: brown noise puts far more power below 500 Hz than white noise does.
     def low_share(x):
         power = np.abs(np.fft.rfft(x)) ** 2

@@ -26,7 +26,14 @@ from nemo.utils import logging
 
 from nemo_codert.utils import atomic_path
 
-__all__ = ["ManifestError", "ManifestReport", "check_manifest", "check_dataset_config", "check_model_data"]
+__all__ = [
+    "ManifestError",
+    "ManifestReport",
+    "check_dataset_config",
+    "check_manifest",
+    "check_model_data",
+    "read_manifest",
+]
 
 # Beyond this fraction of bad utterances the data preparation is broken, not the odd file: stop rather than skip.
 DEFAULT_MAX_SKIPPED_FRACTION = 0.1
@@ -45,6 +52,39 @@ class ManifestReport:
     path: Path
     kept: int = 0
     skipped: List[Tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def read_manifest(path: os.PathLike, resolve_audio: bool = True) -> List[Dict[str, Any]]:
+    """The entries of a NeMo manifest, the one reader of the package.
+
+    With ``resolve_audio``, ``audio_filepath`` is made absolute (relative to the manifest, as NeMo resolves it) and
+    a missing ``duration`` is read from the audio header. A line that is not JSON or lacks ``audio_filepath`` or
+    ``text`` is a ``ManifestError`` naming the file and line; an empty manifest too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path}: no such file")
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            audio, text = entry["audio_filepath"], entry["text"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ManifestError(f"manifest {path}, line {number}: not a NeMo manifest line ({e!r})") from None
+        if resolve_audio:
+            audio = Path(os.path.expanduser(audio))
+            entry["audio_filepath"] = str(audio if audio.is_absolute() else path.parent / audio)
+            if entry.get("duration") is None:
+                import soundfile
+
+                entry["duration"] = soundfile.info(entry["audio_filepath"]).duration
+            entry["duration"] = float(entry["duration"])
+        entries.append(entry)
+    if not entries:
+        raise ManifestError(f"manifest {path}: no utterances")
+    return entries
 
 
 def _encoder(tokenizer_dir: Optional[os.PathLike]):
@@ -195,10 +235,18 @@ def check_dataset_config(
 
 
 def check_model_data(
-    model_cfg: Any, out_dir: os.PathLike, max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION
+    model_cfg: Any,
+    out_dir: os.PathLike,
+    max_skipped_fraction: float = DEFAULT_MAX_SKIPPED_FRACTION,
+    allow_eval_skips: bool = False,
 ) -> Sequence[str]:
     """Check ``train_ds``, ``validation_ds`` and ``test_ds`` of a model config in place (paths replaced by filtered
-    copies where needed); returns the names of the configs that changed."""
+    copies where needed); returns the names of the configs that changed.
+
+    A bad training utterance is skipped; a bad *evaluation* utterance is an error unless ``allow_eval_skips``: a
+    WER over a silently filtered dev/test set is not the WER of that set. With the opt-in the skips are logged
+    and the filtered copy is evaluated on (the warning says how many utterances it lost).
+    """
     from omegaconf import open_dict
 
     tokenizer = model_cfg.get("tokenizer")
@@ -206,7 +254,17 @@ def check_model_data(
     changed = []
     for name in ("train_ds", "validation_ds", "test_ds"):
         ds = model_cfg.get(name)
-        paths = check_dataset_config(ds, f"model.{name}", out_dir, tokenizer_dir, max_skipped_fraction)
+        evaluation = name != "train_ds"
+        limit = 0.0 if evaluation and not allow_eval_skips else max_skipped_fraction
+        try:
+            paths = check_dataset_config(ds, f"model.{name}", out_dir, tokenizer_dir, limit)
+        except ManifestError as e:
+            if evaluation and not allow_eval_skips and "unusable" in str(e):
+                raise ManifestError(
+                    f"{e}. An evaluation set must be complete (its WER would be that of a subset); fix it, or set "
+                    "manifest_check.allow_eval_skips=true to evaluate on its usable utterances"
+                ) from None
+            raise
         if paths is None or paths == _manifest_paths(ds.get("manifest_filepath")):
             continue
         with open_dict(ds):

@@ -1,8 +1,7 @@
 """An offline speech corpus: eSpeak NG audio, NeMo manifests, lhotse CutSets and a BPE tokenizer.
 
 Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
-wheel, driven through ctypes in synchronous mode (one engine per worker process; the library is not thread-safe),
-at 22.05 kHz, resampled to 16 kHz. Each utterance gets a voice variant (``en-us+f3``...), a speaking rate and a
+wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utterance gets a voice variant (``en-us+f3``...), a speaking rate and a
 pitch. The text comes from ``nemo_codert.data.text``. Optionally (``augment``, ``nemo_codert.data.augment``) each
 utterance is also reverberated and/or mixed with noise, drawn from the same seed; the manifests record what each got.
 
@@ -19,7 +18,6 @@ end, so a crash never leaves a corpus that looks complete. A complete corpus wit
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import random
@@ -33,14 +31,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nemo_codert.data.augment import Augmentation, add_noise, reverberate
+from nemo_codert.data.espeak import SAMPLE_RATE, synthesize, voice_variants
 
 __all__ = ["Corpus", "build_corpus", "voice_variants"]
 
-SAMPLE_RATE = 16000
-_ESPEAK_RATE = 22050
 _SPLITS = ("train", "dev", "test")
-# Variants whose voice is not speech a recogniser should be judged on (whisper, heavy robot/creak effects).
-_EXCLUDED_VARIANTS = {"whisper", "whisperf", "croak", "Demonic", "UniRobot", "anikaRobot"}
 _TEST_VOICE_FRACTION = 0.2
 _RATE_WPM = (140, 200)
 _PITCH = (30, 70)
@@ -71,82 +66,34 @@ class Corpus:
         )
 
 
-# ---------------------------------------------------------------------------- eSpeak NG through ctypes
+@dataclass(frozen=True)
+class RenderJob:
+    """One utterance to synthesise (in a worker process) and write as 16-bit WAV."""
 
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-_engine: Optional[ctypes.CDLL] = None
-_chunks: List[np.ndarray] = []
-
-
-@_SYNTH_CALLBACK
-def _collect(wav, num_samples, events):
-    if num_samples > 0:
-        _chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-    return 0
-
-
-def _espeak() -> ctypes.CDLL:
-    """This process's engine, initialised once (AUDIO_OUTPUT_SYNCHRONOUS: samples arrive through the callback)."""
-    global _engine
-    if _engine is None:
-        import espeakng_loader
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        rate = lib.espeak_Initialize(2, 0, ctypes.c_char_p(data_parent), 0)
-        if rate != _ESPEAK_RATE:
-            raise RuntimeError(f"eSpeak NG failed to initialise from {data_parent.decode()} (returned {rate})")
-        lib.espeak_SetSynthCallback(_collect)
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        _engine = lib
-    return _engine
+    path: str
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    degrade: Optional[Dict] = None  # Augmentation.draw(): rt60, snr_db, noise
+    noise_seed: int = 0
 
 
-def synthesize(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """16 kHz float32 speech of ``text`` in ``voice`` (e.g. ``en-us+f3``) at ``rate`` words/min and ``pitch``."""
-    from scipy.signal import resample_poly
-
-    lib = _espeak()
-    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-        raise ValueError(f"eSpeak NG has no voice {voice!r}")
-    lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE
-    lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
-    _chunks.clear()
-    encoded = text.encode()
-    # position type 1 = POS_CHARACTER; flags 0 = espeakCHARS_AUTO
-    lib.espeak_Synth(encoded, len(encoded) + 1, 0, 1, 0, 0, None, None)
-    lib.espeak_Synchronize()
-    audio = np.concatenate(_chunks).astype(np.float32) / 32768.0 if _chunks else np.zeros(0, np.float32)
-    return resample_poly(audio, 320, 441).astype(np.float32)  # 22050 Hz -> 16000 Hz
-
-
-def voice_variants() -> List[str]:
-    """The shipped eSpeak NG voice variants usable as speakers, sorted."""
-    import espeakng_loader
-
-    variants_dir = Path(espeakng_loader.get_data_path()) / "voices" / "!v"
-    return sorted(p.name for p in variants_dir.iterdir() if p.is_file() and p.name not in _EXCLUDED_VARIANTS)
-
-
-def _render(job: Tuple[str, str, str, int, int, Optional[Dict], int]) -> Tuple[str, float]:
+def _render(job: RenderJob) -> Tuple[str, float]:
     import soundfile as sf
 
-    path, text, voice, rate, pitch, degrade, seed = job
-    audio = synthesize(text, voice, rate, pitch)
-    if degrade:
-        noise_rng = np.random.default_rng(seed)
-        if degrade["rt60"] is not None:
-            audio = reverberate(audio, degrade["rt60"], SAMPLE_RATE, noise_rng)
-        if degrade["snr_db"] is not None:
-            audio = add_noise(audio, degrade["snr_db"], degrade["noise"], noise_rng)
+    audio = synthesize(job.text, job.voice, job.rate, job.pitch)
+    if job.degrade:
+        noise_rng = np.random.default_rng(job.noise_seed)
+        if job.degrade["rt60"] is not None:
+            audio = reverberate(audio, job.degrade["rt60"], SAMPLE_RATE, noise_rng)
+        if job.degrade["snr_db"] is not None:
+            audio = add_noise(audio, job.degrade["snr_db"], job.degrade["noise"], noise_rng)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 0.99:  # some variants overshoot: scale rather than clip
         audio *= 0.99 / peak
-    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-    return path, len(audio) / SAMPLE_RATE
+    sf.write(job.path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return job.path, len(audio) / SAMPLE_RATE
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -264,7 +211,9 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
                 "distinct_words": len({w for e in entries for w in e["text"].split()}),
             }
     summary["build_seconds"] = round(time.time() - started, 1)
-    _train_tokenizer([e for e in _read_manifest(tmp / "train_manifest.json")], tmp / "tokenizer", params["vocab_size"])
+    from nemo_codert.data.manifest import read_manifest  # here: NeMo's import is too heavy for the render workers
+
+    _train_tokenizer(read_manifest(tmp / "train_manifest.json", resolve_audio=False), tmp / "tokenizer", params["vocab_size"])
     return summary
 
 
@@ -289,7 +238,7 @@ def _synthesize_split(
             degrade = augmentation.draw(np.random.default_rng(seed)) if augmentation else None
             if degrade:
                 meta.update(degrade)
-            jobs.append((str(tmp / name), text, voice, rate, pitch, degrade, seed + 1))
+            jobs.append(RenderJob(str(tmp / name), text, voice, rate, pitch, degrade, noise_seed=seed + 1))
             metas.append(meta)
         for meta, (_, duration) in zip(metas, workers.map(_render, jobs)):
             if total >= hours * 3600:
@@ -331,10 +280,6 @@ def _write_split(split: str, entries: Sequence[Dict], tmp: Path, final: Path) ->
         recordings=RecordingSet.from_recordings(recordings), supervisions=SupervisionSet.from_segments(supervisions)
     )
     cuts.to_file(tmp / f"{split}_cuts.jsonl.gz")
-
-
-def _read_manifest(path: Path) -> List[Dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _train_tokenizer(entries: Sequence[Dict], out: Path, vocab_size: int) -> None:

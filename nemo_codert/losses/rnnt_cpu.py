@@ -65,6 +65,7 @@ import math
 from typing import Iterator, Optional, Tuple
 
 import torch
+
 from nemo.collections.asr.losses.rnnt import RNNTLoss
 from nemo.collections.asr.parts.numba.rnnt_loss.rnnt_pytorch import RNNTLossNumba, certify_inputs
 

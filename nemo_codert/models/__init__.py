@@ -9,5 +9,18 @@ if _PREFIX not in _nemo_common.ALLOWED_TARGET_PREFIXES:
     _nemo_common.ALLOWED_TARGET_PREFIXES.append(_PREFIX)
 
 from nemo_codert.models.codert import CodertRNNTBPEModel, TransducerSide  # noqa: E402
+from nemo_codert.models.loading import (  # noqa: E402
+    load_codert,
+    load_stock_transducer,
+    load_transducer,
+    side_transcriber,
+)
 
-__all__ = ["CodertRNNTBPEModel", "TransducerSide"]
+__all__ = [
+    "CodertRNNTBPEModel",
+    "TransducerSide",
+    "load_codert",
+    "load_stock_transducer",
+    "load_transducer",
+    "side_transcriber",
+]

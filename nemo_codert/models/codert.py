@@ -4,16 +4,23 @@
 ``student_encoder`` with its own projection into the joint. Per batch, one preprocessor and one spec-augment pass
 feed both encoders; the loss is
 
-    teacher_rnnt_weight · RNNT(teacher) + student_rnnt_weight · RNNT(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ)
+    teacher_rnnt_weight · L(teacher) + student_rnnt_weight · L(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ),
+    L = (1 - ctc_weight) · RNNT + ctc_weight · CTC(z)
 
-with z the encoder logits (``nemo_codert.losses.encoder_kd``) and the teacher side detached. With
+with z the encoder logits (``nemo_codert.losses.encoder_kd``), the teacher side of the KL detached, and the KL
+never training a joint_net the two sides share. With
 ``share_decoder`` both encoders use one prediction network and joint ("implicit distillation"); the student's
 joint is a second ``RNNTJoint`` whose ``pred`` and ``joint_net`` *are* the teacher joint's modules and whose
 ``enc`` is the student's own projection, so every NeMo component (decoding, WER, fused joint, export) works on the
 student unchanged.
 
 Inference (``forward``, ``decoding``, ``wer``, ``transcribe``) is the student's by default, because the student is
-what gets deployed; ``transcribe(..., use_teacher=True)`` and ``teacher_decoding`` give the teacher.
+what gets deployed; ``transcribe(..., use_teacher=True)`` or ``with model.use_side("teacher"):`` give the teacher.
+The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes always point at the active side's
+(``student_decoding``/``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe``.
+
+Cross-cutting concerns live in ``nemo_codert.models.mixins`` (atomic ``.nemo`` writes, the BatchNorm guard for
+non-finite batches, the resumable shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint); student = (student_encoder,
@@ -26,10 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 from lightning.pytorch import Trainer
@@ -42,22 +47,18 @@ from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
 from nemo.core.classes.common import typecheck
 from nemo.core.classes.mixins import AccessMixin
 from nemo.utils import logging, model_utils
-from nemo.utils.app_state import AppState
-from nemo.utils.get_rank import is_global_rank_zero
 
-from nemo_codert.data.resumable import EpochSeededSampler, consumed_batches, resumable_loader
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
-from nemo_codert.utils import atomic_path, restore_nemo
+from nemo_codert.models.frame_rate import check_same_frame_rate
+from nemo_codert.models.mixins import AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShuffleMixin
+from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher_weights, restore_teacher
 
 __all__ = ["CodertRNNTBPEModel", "TransducerSide"]
 
 # The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
 _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
-
-# Input length (feature frames) of the probe that measures each encoder's frame rate at construction.
-_FRAME_PROBE_LENGTH = 1024
 
 
 @dataclass
@@ -71,7 +72,7 @@ class TransducerSide:
     wer: WER
 
 
-class CodertRNNTBPEModel(EncDecRNNTBPEModel):
+class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShuffleMixin, EncDecRNNTBPEModel):
     """NeMo BPE transducer with a CoDERT student encoder trained by in-place encoder-logit distillation."""
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -79,14 +80,14 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         cfg = model_utils.maybe_update_config_version(cfg)
         codert = parse_codert_config(cfg)
 
-        # Built first, alone, to learn its output width: the student's joint projection (and, in student_only,
-        # the joint itself) is sized by it, whatever kind of NeMo encoder the user chose.
-        student_encoder = EncDecRNNTModel.from_config_dict(cfg.student_encoder)
-        student_hidden = student_encoder._feat_out
-
         restoring = self._is_model_being_restored()
         if codert.mode == "static_teacher" and not restoring:
-            cfg = _adopt_teacher_architecture(cfg, codert.teacher_nemo)
+            cfg = adopt_teacher_config(cfg, codert.teacher_nemo)
+        # The student's joint projection (and, in student_only, the joint itself) is sized by the student encoder's
+        # output width, whatever kind of NeMo encoder the user chose: build it to learn it (only its width is
+        # needed in student_only, where NeMo builds the encoder itself from cfg.encoder).
+        student_encoder = _build_student_encoder(cfg.student_encoder, width_only=codert.mode == "student_only")
+        student_hidden = student_encoder._feat_out
         if codert.mode == "student_only":
             cfg = copy.deepcopy(cfg)
             with open_dict(cfg):
@@ -95,42 +96,40 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
 
         super().__init__(cfg=cfg, trainer=trainer)
         self.codert: CodertConfig = codert
-        self._infer_teacher = False  # set only inside use_side("teacher")
-
-        if codert.cpu_rnnt_loss == "vectorised":
-            # Same constructor arguments NeMo used; CUDA tensors still reach NeMo's numba kernel through it.
-            loss_name, loss_kwargs = self.extract_rnnt_loss_cfg(self.cfg.get("loss", None))
-            self.loss = CpuRNNTLoss(
-                num_classes=self.joint.num_classes_with_blank - 1,
-                loss_name=loss_name,
-                loss_kwargs=loss_kwargs,
-                reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
-            )
-
-        if codert.ctc_weight > 0:
-            # NeMo's CTC loss over the encoder logits; blank is the last class there as in NeMo's CTC decoders.
-            self.ctc_loss = CTCLoss(
-                num_classes=self.joint.num_classes_with_blank - 1,
-                zero_infinity=True,  # a too-short utterance for its transcript gives 0, not inf
-                reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
-            )
+        self._infer_teacher = False  # True only inside use_side("teacher"): which side NeMo's inference runs
+        self._student_hidden = student_hidden
+        self._setup_losses()
 
         if self.has_teacher:
             self.student_encoder = student_encoder
-            _check_same_frame_rate(self.encoder, self.student_encoder, self.cfg.encoder.feat_in)
-            if codert.share_decoder:
-                self.student_decoder = None
-            else:
-                self.student_decoder = EncDecRNNTModel.from_config_dict(self.cfg.decoder)
-            self.student_joint = self._build_student_joint(student_hidden, share=codert.share_decoder)
+            check_same_frame_rate(self.encoder, self.student_encoder, self.cfg.encoder.feat_in)
+            self._build_student_decoder_and_joint()
             if codert.mode == "static_teacher":
                 if not restoring:
-                    self._load_static_teacher(codert.teacher_nemo)
+                    load_teacher_weights(self, restore_teacher(codert.teacher_nemo), codert.teacher_nemo)
                 for module in self._frozen_teacher_modules():
                     module.requires_grad_(False)
                     module.eval()
         # Builds the student's decoding and WER next to the teacher's, and hands both joints the loss.
         self.change_decoding_strategy(self.cfg.decoding, verbose=False)
+
+    def _setup_losses(self) -> None:
+        """The RNN-T loss (vectorised on CPU tensors if asked) and the auxiliary CTC loss, at the current vocabulary."""
+        num_classes = self.joint.num_classes_with_blank - 1
+        reduction = self.cfg.get("rnnt_reduction", "mean_batch")
+        if self.codert.cpu_rnnt_loss == "vectorised":
+            # Same constructor arguments NeMo uses; CUDA tensors still reach NeMo's numba kernel through it.
+            loss_name, loss_kwargs = self.extract_rnnt_loss_cfg(self.cfg.get("loss", None))
+            self.loss = CpuRNNTLoss(
+                num_classes=num_classes, loss_name=loss_name, loss_kwargs=loss_kwargs, reduction=reduction
+            )
+        if self.codert.ctc_weight > 0:
+            # NeMo's CTC loss over the encoder logits; blank is the last class there as in NeMo's CTC decoders.
+            self.ctc_loss = CTCLoss(
+                num_classes=num_classes,
+                zero_infinity=True,  # a too-short utterance for its transcript gives 0, not inf
+                reduction=reduction,
+            )
 
     # ------------------------------------------------------------------ structure
 
@@ -144,7 +143,9 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         if not self.has_teacher:
             return TransducerSide(self.encoder, self.decoder, self.joint, self.decoding, self.wer)
         decoder = self.decoder if self.student_decoder is None else self.student_decoder
-        return TransducerSide(self.student_encoder, decoder, self.student_joint, self.decoding, self.wer)
+        return TransducerSide(
+            self.student_encoder, decoder, self.student_joint, self.student_decoding, self.student_wer
+        )
 
     @property
     def teacher(self) -> TransducerSide:
@@ -152,36 +153,35 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             raise ValueError("model.codert.mode is 'student_only': this model has no teacher")
         return TransducerSide(self.encoder, self.decoder, self.joint, self.teacher_decoding, self.teacher_wer)
 
-    def _build_student_joint(self, student_hidden: int, share: bool) -> torch.nn.Module:
+    def _build_student_decoder_and_joint(self) -> None:
+        """The student's prediction network (only with ``share_decoder: false``) and its joint, whose ``enc``
+        projection is its own and whose ``pred``/``joint_net`` are the teacher joint's modules when shared."""
+        share = self.codert.share_decoder
+        self.student_decoder = None if share else EncDecRNNTModel.from_config_dict(self.cfg.decoder)
         joint_cfg = copy.deepcopy(self.cfg.joint)
         with open_dict(joint_cfg):
-            joint_cfg.jointnet.encoder_hidden = student_hidden
-        joint = EncDecRNNTModel.from_config_dict(joint_cfg)
+            joint_cfg.jointnet.encoder_hidden = self._student_hidden
+        self.student_joint = EncDecRNNTModel.from_config_dict(joint_cfg)
         if share:
             # Implicit distillation: the same module objects, so one set of weights learns from both encoders.
-            joint.pred = self.joint.pred
-            joint.joint_net = self.joint.joint_net
-        return joint
+            self.student_joint.pred = self.joint.pred
+            self.student_joint.joint_net = self.joint.joint_net
 
     def _frozen_teacher_modules(self) -> List[torch.nn.Module]:
         # With a shared decoder the student plugs into the static teacher's prediction network and joint as they
         # are, so they stay frozen too: the student learns its encoder and its projection only.
         return [self.encoder, self.decoder, self.joint]
 
-    def _load_static_teacher(self, path: str) -> None:
-        teacher = _restore_teacher(path)
-        mine, theirs = list(self.tokenizer.vocab), list(teacher.tokenizer.vocab)
-        if mine != theirs:
-            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
-            raise ValueError(
-                f"model.codert.teacher_nemo: the tokenizer of {path} ({len(theirs)} tokens) differs from "
-                f"model.tokenizer ({len(mine)} tokens), first at index {first}; teacher and student must share "
-                "one vocabulary"
-            )
-        for name in ("encoder", "decoder", "joint"):
-            state = {k: v for k, v in getattr(teacher, name).state_dict().items() if not k.startswith("_loss.")}
-            getattr(self, name).load_state_dict(state, strict=True)
-        logging.info(f"CoDERT: static teacher loaded from {path}")
+    def setup_optimizer_param_groups(self) -> None:
+        """NeMo's parameter groups, with the teacher encoder in a group of its own at lr × ``teacher_lr_scale``."""
+        super().setup_optimizer_param_groups()
+        scale = self.codert.teacher_lr_scale
+        if not self.has_teacher or scale == 1.0 or self._optimizer_param_groups is None:
+            return
+        teacher = list(self.encoder.parameters())
+        ids = {id(p) for p in teacher}
+        rest = [p for group in self._optimizer_param_groups for p in group["params"] if id(p) not in ids]
+        self._optimizer_param_groups = [{"params": rest}, {"params": teacher, "lr": self.cfg.optim.lr * scale}]
 
     def train(self, mode: bool = True) -> "CodertRNNTBPEModel":
         super().train(mode)
@@ -191,36 +191,55 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
                 module.eval()
         return self
 
-    def save_to(self, save_path: str) -> None:
-        """NeMo's ``save_to``, made atomic: NeMo writes the tar straight into ``save_path``, so a crash mid-write
-        would leave a half-written ``.nemo`` that looks like a model. Written beside it, renamed when complete."""
-        if "://" in str(save_path) or (AppState().model_parallel_size or 1) > 1 or not is_global_rank_zero():
-            return super().save_to(save_path)  # remote storage / model parallel / other ranks: NeMo's own path
-        with atomic_path(Path(save_path).expanduser().resolve()) as tmp:
-            super().save_to(str(tmp))
-
     def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
-        # NeMo builds decoding/WER on (decoder, joint): the teacher here. Keep them as the teacher's and put the
-        # student's in the attributes NeMo's inference path reads (decoding, wer).
+        """NeMo's, for both sides: the same decoding config builds the teacher's and the student's decoding/WER;
+        NeMo's inference attributes (``decoding``, ``wer``) then point at the side that runs inference now, so a
+        rebuild inside ``use_side("teacher")`` (``transcribe(timestamps=True)`` does one) stays on the teacher."""
+        # NeMo builds decoding/WER on (decoder, joint): the teacher's here.
         super().change_decoding_strategy(decoding_cfg, verbose=verbose)
         if not self.has_teacher:
             return
         self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
-        side = self.student
-        self.decoding = RNNTBPEDecoding(
-            decoding_cfg=self.cfg.decoding, decoder=side.decoder, joint=side.joint, tokenizer=self.tokenizer
+        decoder = self.decoder if self.student_decoder is None else self.student_decoder
+        self.student_decoding = RNNTBPEDecoding(
+            decoding_cfg=self.cfg.decoding, decoder=decoder, joint=self.student_joint, tokenizer=self.tokenizer
         )
-        self.wer = WER(
-            decoding=self.decoding,
+        self.student_wer = WER(
+            decoding=self.student_decoding,
             batch_dim_index=self.teacher_wer.batch_dim_index,
             use_cer=self.teacher_wer.use_cer,
             log_prediction=self.teacher_wer.log_prediction,
             dist_sync_on_step=True,
         )
-        if side.joint.fuse_loss_wer:
-            side.joint.set_loss(self.loss)
-            side.joint.set_wer(self.wer)
-        side.joint.temperature = self.joint.temperature
+        if self.student_joint.fuse_loss_wer:
+            self.student_joint.set_loss(self.loss)
+            self.student_joint.set_wer(self.student_wer)
+        self.student_joint.temperature = self.joint.temperature
+        self._point_inference_at_active_side()
+
+    def _point_inference_at_active_side(self) -> None:
+        side = self.teacher if self._infer_teacher else self.student
+        self.decoding, self.wer = side.decoding, side.wer
+
+    def change_vocabulary(
+        self,
+        new_tokenizer_dir: Union[str, DictConfig],
+        new_tokenizer_type: str,
+        decoding_cfg: Optional[DictConfig] = None,
+    ) -> None:
+        """NeMo's ``change_vocabulary`` for the pair: new teacher decoder and joint (NeMo), then the student's joint
+        rebuilt and re-shared, the losses rebuilt at the new vocabulary, both decodings rebuilt."""
+        if self.codert.mode == "static_teacher":
+            raise ValueError(
+                "change_vocabulary: model.codert.mode is 'static_teacher', whose prediction network and joint are the "
+                "frozen teacher's: its vocabulary is that of model.codert.teacher_nemo. Change the teacher's "
+                "vocabulary (and fine-tune it) first, or train in tandem"
+            )
+        super().change_vocabulary(new_tokenizer_dir, new_tokenizer_type, decoding_cfg)
+        self._setup_losses()  # NeMo's rebuild drops the configured loss (and knows nothing of the CTC term)
+        if self.has_teacher:
+            self._build_student_decoder_and_joint()
+        self.change_decoding_strategy(self.cfg.decoding, verbose=False)
 
     # ------------------------------------------------------------------ forward
 
@@ -243,7 +262,9 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         self, input_signal=None, input_signal_length=None, processed_signal=None, processed_signal_length=None
     ):
         """Acoustic forward of the side selected for inference (the student unless inside ``use_side``)."""
-        features, lengths = self._features(input_signal, input_signal_length, processed_signal, processed_signal_length)
+        features, lengths = self._features(
+            input_signal, input_signal_length, processed_signal, processed_signal_length
+        )
         encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
         return encoder(audio_signal=features, length=lengths)
 
@@ -252,16 +273,18 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         """Run NeMo's inference path (forward + decoding) on 'student' (default) or 'teacher'."""
         if side not in ("student", "teacher"):
             raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
-        if side == "student":
+        if side == "teacher":
+            self.teacher  # raises for student_only
+        if not self.has_teacher:
             yield
             return
-        teacher = self.teacher  # raises for student_only
-        saved = self.decoding
-        self.decoding, self._infer_teacher = teacher.decoding, True
+        previous, self._infer_teacher = self._infer_teacher, side == "teacher"
+        self._point_inference_at_active_side()
         try:
             yield
         finally:
-            self.decoding, self._infer_teacher = saved, False
+            self._infer_teacher = previous
+            self._point_inference_at_active_side()
 
     def transcribe(self, audio, *args, use_teacher: bool = False, **kwargs):
         """NeMo's ``transcribe``; the student transcribes unless ``use_teacher=True``."""
@@ -354,10 +377,10 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             encoded, encoded_len = self.encoder(audio_signal=features, length=lengths)
         return encoded, encoded_len
 
-    def _decoder_outputs(self, transcript, transcript_len) -> Dict[str, Any]:
-        """Prediction-network outputs per side; a shared decoder runs once for both."""
+    def _decoder_outputs(self, transcript, transcript_len, teacher: bool) -> Dict[str, Any]:
+        """Prediction-network outputs of the student and (``teacher``) the teacher; a shared decoder runs once."""
         out = {"student": self.student.decoder(targets=transcript, target_length=transcript_len)[:2]}
-        if self.has_teacher:
+        if teacher:
             if self.teacher.decoder is self.student.decoder:
                 out["teacher"] = out["student"]
             else:
@@ -380,7 +403,8 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         """
         grad = torch.is_grad_enabled()
         features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
-        decoded = self._decoder_outputs(transcript, transcript_len)
+        # A static teacher has no RNN-T loss: its prediction network need not run.
+        decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.codert.mode == "tandem")
         student = self.student
         enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
         rnnt_s, wer_num, wer_denom = self._transducer_loss(
@@ -431,21 +455,22 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         sample_id = trainer.global_step if trainer is not None else batch_nb
         compute_wer = (sample_id + 1) % log_every == 0
 
-        # A non-finite loss (a corrupt utterance, an overflow) must not poison the model. NeMo's `skip_nan_grad`
-        # zeroes the gradients on every rank, but the forward pass has already folded the bad batch into the
-        # BatchNorm running statistics, which no gradient guard sees: keep them, and put them back once backward
-        # no longer needs the tensors (on_after_backward).
-        norm_stats = self._norm_statistics()
+        # A non-finite loss (a corrupt utterance, an overflow) must not poison the model: NeMo's skip_nan_grad
+        # drops its update, NormStatisticsGuardMixin its effect on the BatchNorm statistics.
+        norm_stats = self.snapshot_norm_statistics()
         out = self.codert_losses(signal, signal_len, transcript, transcript_len, compute_wer=compute_wer)
         loss = self.add_auxiliary_losses(out["loss"])
         if not torch.isfinite(loss):
-            self._norm_statistics_to_restore = norm_stats
+            self.restore_norm_statistics_after_backward(norm_stats)
             logging.warning(
                 f"CoDERT: non-finite training loss at step {sample_id} "
                 + ", ".join(f"{k}={out[k].item():.4g}" for k in _LOSS_TERMS if k in out)
                 + "; normalisation statistics restored"
-                + (", gradients will be zeroed (skip_nan_grad)" if getattr(self, "_skip_nan_grad", False) else
-                   "; set model.skip_nan_grad=true to drop the update too")
+                + (
+                    ", gradients will be zeroed (skip_nan_grad)"
+                    if getattr(self, "_skip_nan_grad", False)
+                    else "; set model.skip_nan_grad=true to drop the update too"
+                )
             )
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
@@ -462,43 +487,6 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
         return {"loss": loss}
 
-    # ------------------------------------------------------------------ data: resumable shuffling
-
-    def _setup_dataloader_from_config(self, config: Optional[Dict]):
-        # NeMo's loader, with a shuffle a resumed run can continue (nemo_codert.data.resumable).
-        loader = super()._setup_dataloader_from_config(config)
-        return resumable_loader(loader, seed=int((config or {}).get("seed", 0) or 0))
-
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._resume_skip_batches = consumed_batches(checkpoint)
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        skip, self._resume_skip_batches = getattr(self, "_resume_skip_batches", None), None
-        loader = getattr(self, "_train_dl", None)
-        sampler = getattr(loader, "sampler", None)
-        if skip and isinstance(sampler, EpochSeededSampler) and self.trainer.world_size == 1:
-            sampler.skip(skip * loader.batch_size)
-            logging.info(f"Resumed mid-epoch: skipping the {skip} batches this epoch had already trained on")
-
-    def on_after_backward(self):
-        pending, self._norm_statistics_to_restore = getattr(self, "_norm_statistics_to_restore", None), None
-        if pending:
-            with torch.no_grad():
-                for buffer, saved in pending:
-                    buffer.copy_(saved)
-        super().on_after_backward()
-
-    def _norm_statistics(self) -> List[tuple]:
-        """(buffer, copy) for every running statistic of a normalisation layer in training mode."""
-        return [
-            (b, b.detach().clone())
-            for m in self.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.training
-            for b in m.buffers(recurse=False)
-        ]
-
     # ------------------------------------------------------------------ evaluation
 
     def _eval_sides(self) -> Dict[str, TransducerSide]:
@@ -514,7 +502,7 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
         del signal
 
         if self.compute_eval_loss:
-            decoded = self._decoder_outputs(transcript, transcript_len)
+            decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.has_teacher)
         logs, encoded = {}, {}
         for suffix, side in self._eval_sides().items():
             enc, enc_len = side.encoder(audio_signal=features, length=feature_len)
@@ -531,7 +519,9 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
         if self.has_teacher:
             (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            kd = self._kd(encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len)
+            kd = self._kd(
+                encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len
+            )
             logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
 
         self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
@@ -560,65 +550,13 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
 # ---------------------------------------------------------------------- helpers
 
 
-def _frame_count(encoder: torch.nn.Module, feat_in: int) -> int:
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            probe = torch.zeros(1, feat_in, _FRAME_PROBE_LENGTH)
-            _, length = encoder(audio_signal=probe, length=torch.tensor([_FRAME_PROBE_LENGTH]))
-    finally:
-        encoder.train(was_training)
-    return int(length[0])
-
-
-def _check_same_frame_rate(teacher: torch.nn.Module, student: torch.nn.Module, feat_in: int) -> None:
-    """KD pairs teacher and student frame by frame, so both encoders must subsample alike.
-
-    Measured, not read from the config: encoders name their subsampling differently (or not at all).
-    """
-    frames_t, frames_s = _frame_count(teacher, feat_in), _frame_count(student, feat_in)
-    if frames_t != frames_s:
-        raise ValueError(
-            f"model.student_encoder: subsampling factor {_FRAME_PROBE_LENGTH / frames_s:g} differs from the teacher "
-            f"model.encoder's {_FRAME_PROBE_LENGTH / frames_t:g} ({frames_s} vs {frames_t} frames for "
-            f"{_FRAME_PROBE_LENGTH} input frames); CoDERT distils frame by frame, so both must emit the same frames"
-        )
-
-
-def _restore_teacher(path: str) -> EncDecRNNTModel:
-    from nemo.collections.asr.models import ASRModel
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
-    try:
-        teacher = restore_nemo(ASRModel, path, map_location="cpu")
-    except Exception as e:
-        raise ValueError(f"model.codert.teacher_nemo: {path} could not be restored as a NeMo model: {e}") from e
-    if not isinstance(teacher, EncDecRNNTModel):
-        raise TypeError(
-            f"model.codert.teacher_nemo: {path} holds a {type(teacher).__name__}, not a NeMo RNN-T (transducer) model"
-        )
-    return teacher
-
-
-def _adopt_teacher_architecture(cfg: DictConfig, path: str) -> DictConfig:
-    """A static teacher's architecture is the one in its .nemo: the config need not (and cannot) disagree."""
-    from nemo.collections.asr.models import ASRModel
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
-    try:
-        teacher_cfg = ASRModel.restore_from(path, return_config=True)
-    except Exception as e:
-        raise ValueError(f"model.codert.teacher_nemo: {path} is not a readable .nemo: {e}") from e
-    if "encoder" not in teacher_cfg or "joint" not in teacher_cfg or "decoder" not in teacher_cfg:
-        raise TypeError(f"model.codert.teacher_nemo: {path} is not a NeMo RNN-T model (no encoder/decoder/joint)")
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        cfg.encoder = teacher_cfg.encoder
-        cfg.decoder = teacher_cfg.decoder
-        cfg.joint.jointnet = teacher_cfg.joint.jointnet
-        cfg.model_defaults.enc_hidden = teacher_cfg.joint.jointnet.encoder_hidden
-        cfg.model_defaults.pred_hidden = teacher_cfg.joint.jointnet.pred_hidden
-    return cfg
+def _build_student_encoder(encoder_cfg: DictConfig, width_only: bool) -> torch.nn.Module:
+    """The student encoder; with ``width_only`` built on the meta device (no memory, no init cost) when the
+    encoder allows it, since only its ``_feat_out`` is read."""
+    if width_only:
+        try:
+            with torch.device("meta"):
+                return EncDecRNNTModel.from_config_dict(encoder_cfg)
+        except Exception:  # an encoder that computes with its tensors at construction: build it for real
+            pass
+    return EncDecRNNTModel.from_config_dict(encoder_cfg)

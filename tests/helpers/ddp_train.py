@@ -1,4 +1,5 @@
-"""Worker for tests/test_robustness.py::test_ddp_two_cpu_processes: a few CoDERT training steps under Lightning DDP.
+"""Worker for tests/test_distributed_and_lhotse.py::test_ddp_two_cpu_processes_keep_identical_weights: a few CoDERT
+training steps under Lightning DDP.
 
     python tests/helpers/ddp_train.py MODEL_CFG.yaml OUT_DIR
 
@@ -14,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nemo_codert.models import CodertRNNTBPEModel
+from nemo_codert.utils import quiet_trainer
 
 
 class Record(pl.Callback):
@@ -27,16 +29,10 @@ class Record(pl.Callback):
 def main(cfg_path: str, out: str) -> None:
     torch.manual_seed(0)
     record = Record()
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp",  # gloo on CPU
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         limit_val_batches=2,
         val_check_interval=3,
         callbacks=[record],

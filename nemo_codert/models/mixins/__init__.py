@@ -1,0 +1,8 @@
+"""Cross-cutting concerns of the CoDERT model, one mixin each (as NeMo's ``parts/mixins``): each class docstring
+names the calls its host model makes."""
+
+from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
+from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
+from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
+
+__all__ = ["AtomicSaveMixin", "NormStatisticsGuardMixin", "ResumableShuffleMixin"]

@@ -1,0 +1,108 @@
+"""A pre-trained teacher from a NeMo transducer ``.nemo`` (``model.codert.mode: static_teacher``).
+
+The CoDERT model adopts the teacher's architecture *and its feature extraction* from the file (frame-level KD
+compares the two encoders on the same features, so a teacher trained on other mel settings must get its own), then
+loads its encoder, prediction network and joint weights, which stay frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
+from nemo.utils import logging
+
+from nemo_codert.utils import restore_nemo
+
+__all__ = ["adopt_teacher_config", "load_teacher_weights", "restore_teacher"]
+
+# Config keys whose values do not change the features a preprocessor computes.
+_FEATURE_NEUTRAL = {"dither"}
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model.codert.teacher_nemo: {path} does not exist or is not a file")
+
+
+def restore_teacher(path: str) -> EncDecRNNTModel:
+    """The teacher ``.nemo`` as a NeMo model; errors name ``model.codert.teacher_nemo`` and the file."""
+    _check_file(path)
+    try:
+        teacher = restore_nemo(ASRModel, path, map_location="cpu")
+    except Exception as e:
+        raise ValueError(f"model.codert.teacher_nemo: {path} could not be restored as a NeMo model: {e}") from e
+    if not isinstance(teacher, EncDecRNNTModel):
+        raise TypeError(
+            f"model.codert.teacher_nemo: {path} holds a {type(teacher).__name__}, not a NeMo RNN-T (transducer) model"
+        )
+    return teacher
+
+
+def _differences(mine: Any, theirs: Any) -> List[str]:
+    mine = OmegaConf.to_container(mine, resolve=True) if mine is not None else {}
+    theirs = OmegaConf.to_container(theirs, resolve=True) if theirs is not None else {}
+    keys = sorted((set(mine) | set(theirs)) - _FEATURE_NEUTRAL)
+    return [
+        f"{k}: {mine.get(k)!r} in the config, {theirs.get(k)!r} in the teacher"
+        for k in keys
+        if mine.get(k) != theirs.get(k)
+    ]
+
+
+def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
+    """``cfg`` with the teacher's encoder, decoder, joint and preprocessor from its ``.nemo``.
+
+    The config need not (and cannot) disagree with the file on the teacher. A preprocessor that differs is replaced
+    by the teacher's with a warning naming each differing setting, and the student encoder's ``feat_in`` follows the
+    teacher's feature count, so that both encoders see the very features the teacher was trained on.
+    """
+    _check_file(path)
+    try:
+        teacher_cfg = ASRModel.restore_from(path, return_config=True)
+    except Exception as e:
+        raise ValueError(f"model.codert.teacher_nemo: {path} is not a readable .nemo: {e}") from e
+    if "encoder" not in teacher_cfg or "joint" not in teacher_cfg or "decoder" not in teacher_cfg:
+        raise TypeError(f"model.codert.teacher_nemo: {path} is not a NeMo RNN-T model (no encoder/decoder/joint)")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.encoder = teacher_cfg.encoder
+        cfg.decoder = teacher_cfg.decoder
+        cfg.joint.jointnet = teacher_cfg.joint.jointnet
+        cfg.model_defaults.enc_hidden = teacher_cfg.joint.jointnet.encoder_hidden
+        cfg.model_defaults.pred_hidden = teacher_cfg.joint.jointnet.pred_hidden
+        if "preprocessor" in teacher_cfg:
+            differing = _differences(cfg.get("preprocessor"), teacher_cfg.preprocessor)
+            if differing:
+                logging.warning(
+                    f"model.preprocessor differs from the static teacher's ({path}): "
+                    + "; ".join(differing)
+                    + ". Using the teacher's: frame-level KD needs the features the teacher was trained on"
+                )
+            cfg.preprocessor = teacher_cfg.preprocessor
+            features = teacher_cfg.preprocessor.get("features", None)
+            if features is not None and "feat_in" in cfg.student_encoder:
+                cfg.student_encoder.feat_in = features
+    return cfg
+
+
+def load_teacher_weights(model: Any, teacher: EncDecRNNTModel, path: str) -> None:
+    """Copy the teacher's encoder/decoder/joint into ``model``'s (strict), after checking the vocabulary."""
+    mine, theirs = list(model.tokenizer.vocab), list(teacher.tokenizer.vocab)
+    if mine != theirs:
+        first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        raise ValueError(
+            f"model.codert.teacher_nemo: the tokenizer of {path} ({len(theirs)} tokens) differs from "
+            f"model.tokenizer ({len(mine)} tokens), first at index {first}; teacher and student must share "
+            "one vocabulary"
+        )
+    for name in ("encoder", "decoder", "joint"):
+        state: Dict[str, Any] = {
+            k: v for k, v in getattr(teacher, name).state_dict().items() if not k.startswith("_loss.")
+        }
+        getattr(model, name).load_state_dict(state, strict=True)
+    logging.info(f"CoDERT: static teacher loaded from {path}")

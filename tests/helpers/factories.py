@@ -1,0 +1,70 @@
+"""Plain helpers and constants shared by the tests (the fixtures are in tests/conftest.py): tiny versions of the
+shipped configs, so real NeMo models train in seconds on 2 CPU cores, a quiet CPU trainer, and manifest I/O."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> DictConfig:
+    """`conf/<config_name>.yaml`, pointed at the test corpus and shrunk; `overrides` are dotted model keys."""
+    cfg = OmegaConf.load(REPO / "conf" / f"{config_name}.yaml")
+    cfg.data.dir = str(corpus.root)
+    shrink = {
+        "model.train_ds.batch_size": 4,
+        "model.validation_ds.batch_size": 4,
+        "model.test_ds.batch_size": 4,
+        "model.model_defaults.pred_hidden": 32,
+        "model.model_defaults.joint_hidden": 32,
+        "model.optim.sched.warmup_steps": 2,
+    }
+    if cfg.model.encoder._target_.endswith("ConformerEncoder"):
+        shrink.update(
+            {
+                "model.encoder.n_layers": 1,
+                "model.encoder.d_model": 48,
+                "model.encoder.subsampling_conv_channels": 16,
+                "model.encoder.n_heads": 2,
+                "model.student_encoder.n_layers": 1,
+                "model.student_encoder.d_model": 24,
+                "model.student_encoder.subsampling_conv_channels": 8,
+                "model.student_encoder.n_heads": 2,
+            }
+        )
+    for key, value in {**shrink, **{f"model.{k}": v for k, v in overrides.items()}}.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    OmegaConf.resolve(cfg)
+    return cfg.model
+
+
+def make_trainer(max_steps: int = 1, **kwargs: Any):
+    from nemo_codert.utils import quiet_trainer
+
+    return quiet_trainer(max_steps=max_steps, **kwargs)
+
+
+def first_batch(model):
+    """The first validation batch: real audio through NeMo's own dataloader, in a fixed order."""
+    return next(iter(model._validation_dl))
+
+
+def copy_cfg(cfg: DictConfig) -> DictConfig:
+    return copy.deepcopy(cfg)
+
+
+def manifest_lines(manifest: Path):
+    """The items of a NeMo manifest (one JSON object a line; blank lines ignored)."""
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def write_manifest(path: Path, items) -> Path:
+    """Writes `items` to `path`, one a line: dicts as JSON, strings as they are (to write broken lines)."""
+    path.write_text("".join((i if isinstance(i, str) else json.dumps(i)) + "\n" for i in items))
+    return path
