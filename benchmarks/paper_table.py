@@ -85,6 +85,9 @@ class Settings:
     overrides: List[str] = field(default_factory=list)  # extra dotted config keys, KEY=VALUE (YAML value)
     single_seed: List[str] = field(default_factory=list)  # systems trained with the first seed only (budget)
     accelerator: str = "cpu"  # Lightning accelerator of the training runs (gpu: one device each)
+    # System 5's teacher: None = system 2 of the same seed (same budget); N = one teacher-sized model trained alone
+    # for N steps (first seed), the static teacher of every seed: a teacher with a budget of its own.
+    static_teacher_steps: Optional[int] = None
 
     def seeds_of(self, system: str) -> List[int]:
         return self.seeds[:1] if system in self.single_seed else self.seeds
@@ -344,6 +347,23 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     cores = os.cpu_count() or 1
     threads = max(1, cores // s.jobs) if kind == "train" else cores
     jobs = []
+    source = None
+    if kind == "train" and s.static_teacher_steps:
+        name = f"teacher_source-steps{s.static_teacher_steps}"
+        source = Job(
+            {
+                "kind": kind,
+                "system": "teacher_only",
+                "seed": s.seeds[0],
+                "settings": asdict(replace(s, steps=s.static_teacher_steps)),
+                "corpus_dir": str(corpus_dir),
+                "threads": threads,
+                "run_dir": str(work / "runs" / name),
+                "result": str(work / kind / f"{name}.json"),
+                "teacher_nemo": None,
+            }
+        )
+        jobs.append(source)
     for seed in s.seeds if kind == "train" else s.seeds[:1]:
         teacher_run = work / "runs" / f"teacher_only-seed{seed}"
         for system in SYSTEMS:
@@ -359,13 +379,18 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
                 "result": str(work / kind / f"{system.name}-seed{seed}.json"),
-                # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo).
-                "teacher_nemo": str(teacher_run / "student.nemo") if static else None,
+                # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
+                # trained to its own budget (static_teacher_steps).
+                "teacher_nemo": None,
             }
-            needs = work / "train" / f"teacher_only-seed{seed}.json" if static else None
+            needs = None
+            if static:
+                teacher = Path(source.spec["run_dir"]) if source else teacher_run
+                spec["teacher_nemo"] = str(teacher / "student.nemo")
+                needs = source.result if source else work / "train" / f"teacher_only-seed{seed}.json"
             jobs.append(Job(spec, needs))
-    # Teachers first: the static-teacher runs wait for them.
-    return sorted(jobs, key=lambda j: (j.spec["system"] != "teacher_only", j.needs is not None))
+    # Teachers first (the longest first): the static-teacher runs wait for them.
+    return sorted(jobs, key=lambda j: (j is not source, j.spec["system"] != "teacher_only", j.needs is not None))
 
 
 def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dict[str, Dict[str, Any]]:
@@ -427,6 +452,11 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
             "dev_wer": {seed: runs[f"{system.name}-seed{seed}"]["dev_wer"] for seed in seeds},
             "train_seconds": {seed: runs[f"{system.name}-seed{seed}"]["train_seconds"] for seed in seeds},
         }
+    source = next((j for j in train_jobs if Path(j.spec["run_dir"]).name.startswith("teacher_source-")), None)
+    static_source = None
+    if source is not None:
+        static_source = {"steps": s.static_teacher_steps, "seed": source.spec["seed"],
+                         **{k: scores[source.result.stem]["student"][k] for k in ("wer", "cer", "params")}}
     base, teacher = rows["student_only"]["test_wer"], rows["teacher_only"]["test_wer"]
     for row in rows.values():
         # Paired by seed: the same seed gives both systems the same data order and (student) initial weights.
@@ -435,7 +465,7 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         b, t, x = (statistics.fmean(d.values()) for d in (base, teacher, row["test_wer"]))
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((_corpus_dir(work, s) / "corpus.json").read_text())
-    return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta}
+    return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta, "static_teacher_source": static_source}
 
 
 def _targets(summary: Dict[str, Any]) -> List[str]:
@@ -521,6 +551,11 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         for label, wers in teacher_rows:
             mean, sd = _mean_sd(wers)
             lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
+    source = summary.get("static_teacher_source")
+    if source:
+        lines += ["", f"System 5's static teacher: the teacher architecture trained alone for {source['steps']} steps "
+                  f"(seed {source['seed']}; one teacher for every seed of system 5): test WER {source['wer']:.3f}, "
+                  f"CER {source['cer']:.3f}, {source['params']:,} parameters."]
     lines += ["", "Targets (issue 10):", "", *_targets(summary), "", "![WER per system](paper_table.png)", ""]
     out = results_dir / "paper_table.md"
     out.write_text("\n".join(lines))
@@ -583,6 +618,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
     parser.add_argument("--single-seed", nargs="+", choices=list(BY_NAME), metavar="SYSTEM",
                         help="systems trained with the first seed only (to fit a budget)")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], help="where the training runs go (default cpu)")
+    parser.add_argument("--static-teacher-steps", type=int, metavar="N",
+                        help="train system 5's teacher alone for N steps (first seed) instead of using system 2")
     parser.add_argument("--config", help="base config in conf/ (default codert_small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key for every system, e.g. --set model.optim.lr=2e-3")
