@@ -130,7 +130,9 @@ def system_config(
         c.share_decoder = system.share_decoder
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
         if system.teacher_sized:
+            # The teacher architecture trained alone, at the teacher's learning rate.
             cfg.model.student_encoder = cfg.model.encoder
+            cfg.model.optim.lr = cfg.model.optim.lr * cfg.model.codert.get("teacher_lr_scale", 1.0)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(extra)))
     OmegaConf.resolve(cfg)
     return cfg

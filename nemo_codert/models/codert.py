@@ -183,6 +183,17 @@ class CodertRNNTBPEModel(EncDecRNNTBPEModel):
             getattr(self, name).load_state_dict(state, strict=True)
         logging.info(f"CoDERT: static teacher loaded from {path}")
 
+    def setup_optimizer_param_groups(self) -> None:
+        """NeMo's parameter groups, with the teacher encoder in a group of its own at lr × ``teacher_lr_scale``."""
+        super().setup_optimizer_param_groups()
+        scale = self.codert.teacher_lr_scale
+        if not self.has_teacher or scale == 1.0 or self._optimizer_param_groups is None:
+            return
+        teacher = list(self.encoder.parameters())
+        ids = {id(p) for p in teacher}
+        rest = [p for group in self._optimizer_param_groups for p in group["params"] if id(p) not in ids]
+        self._optimizer_param_groups = [{"params": rest}, {"params": teacher, "lr": self.cfg.optim.lr * scale}]
+
     def train(self, mode: bool = True) -> "CodertRNNTBPEModel":
         super().train(mode)
         if self.codert.mode == "static_teacher":

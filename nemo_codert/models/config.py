@@ -39,6 +39,9 @@ class CodertConfig:
     # Auxiliary CTC on each side's encoder logits (blank last, as NeMo's CTC expects): side loss =
     # (1 - w)·RNNT + w·CTC, NeMo's hybrid-model convention. No new parameters, so the export is unchanged.
     ctc_weight: float = 0.0
+    # The teacher encoder learns at optim.lr × this scale (tandem). A wider encoder wants a smaller Adam step: at the
+    # shared lr the 3x larger teacher of codert_small trailed its student; at half of it, it leads (kd_sweep.md).
+    teacher_lr_scale: float = 1.0
     # λ ramps linearly from 0 to kd_weight over this many steps (0: full λ from the first step), so an untrained
     # teacher's noise is not distilled.
     kd_warmup_steps: int = 0
@@ -70,6 +73,13 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             f"model.rnnt_reduction: {reduction!r} is not supported by CoDERT (one of {', '.join(KD_REDUCTIONS)}): "
             "the KD and CTC terms are reduced like the RNN-T loss they join, and a per-token normalisation has "
             "no frame-level counterpart"
+        )
+    if cfg.teacher_lr_scale <= 0:
+        raise ValueError(f"model.codert.teacher_lr_scale: must be > 0, got {cfg.teacher_lr_scale}")
+    if cfg.teacher_lr_scale != 1.0 and model_cfg.get("optim_param_groups", None):
+        raise ValueError(
+            "model.codert.teacher_lr_scale: set either it or model.optim_param_groups (NeMo's per-module settings), "
+            "not both"
         )
     if cfg.kd_temperature <= 0:
         raise ValueError(f"model.codert.kd_temperature: must be > 0, got {cfg.kd_temperature}")
