@@ -142,10 +142,18 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         """The student transducer (what gets deployed)."""
         if not self.has_teacher:
             return TransducerSide(self.encoder, self.decoder, self.joint, self.decoding, self.wer)
-        decoder = self.decoder if self.student_decoder is None else self.student_decoder
         return TransducerSide(
-            self.student_encoder, decoder, self.student_joint, self.student_decoding, self.student_wer
+            self.student_encoder,
+            self._student_prediction_net,
+            self.student_joint,
+            self.student_decoding,
+            self.student_wer,
         )
+
+    @property
+    def _student_prediction_net(self) -> torch.nn.Module:
+        """The student's own decoder, or the teacher's when shared (``student_decoder`` is None then)."""
+        return self.decoder if self.student_decoder is None else self.student_decoder
 
     @property
     def teacher(self) -> TransducerSide:
@@ -200,9 +208,11 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         if not self.has_teacher:
             return
         self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
-        decoder = self.decoder if self.student_decoder is None else self.student_decoder
         self.student_decoding = RNNTBPEDecoding(
-            decoding_cfg=self.cfg.decoding, decoder=decoder, joint=self.student_joint, tokenizer=self.tokenizer
+            decoding_cfg=self.cfg.decoding,
+            decoder=self._student_prediction_net,
+            joint=self.student_joint,
+            tokenizer=self.tokenizer,
         )
         self.student_wer = WER(
             decoding=self.student_decoding,
