@@ -6,12 +6,17 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import List
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def machine_description() -> str:
-    """CPU model and logical CPU count, from lscpu where it exists."""
+    """CPU model and logical CPU count, from lscpu where it exists, and the NVIDIA GPUs nvidia-smi lists, if any."""
+    return _cpu_description() + "".join(f"; GPU: {gpu}" for gpu in _nvidia_gpus())
+
+
+def _cpu_description() -> str:
     model = platform.processor() or "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -24,11 +29,26 @@ def machine_description() -> str:
         return f"{model}, {os.cpu_count()} logical CPUs"
 
 
+def _nvidia_gpus() -> List[str]:
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []  # no NVIDIA driver here: a CPU machine
+    return [
+        f"{name.strip()} ({mem.strip()}, driver {drv.strip()})"
+        for name, mem, drv in (line.split(",") for line in out.strip().splitlines() if line.count(",") == 2)
+    ]
+
+
 def git_commit() -> str:
     """Short hash of HEAD, with '+changes' when the tree differs from it (a result of uncommitted code says so)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        # A copy of the tree without its .git (a remote machine's copy): the caller may name the commit it copied.
+        return os.environ.get("NEMO_CODERT_COMMIT", "unknown")
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")

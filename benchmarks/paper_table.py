@@ -436,8 +436,8 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
     for system in SYSTEMS:
         seeds = s.seeds_of(system.name)
         per_seed = {seed: scores[f"{system.name}-seed{seed}"] for seed in seeds}
-        t = timings[system.name]
-        steps = t["step_seconds"][3:] or t["step_seconds"]
+        t = timings.get(system.name)  # absent when the cost pass was skipped (--time-steps 0)
+        steps = (t["step_seconds"][3:] or t["step_seconds"]) if t else None
         rows[system.name] = {
             "label": system.label,
             "seeds": seeds,
@@ -446,9 +446,9 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
             "teacher_test_wer": {seed: v["teacher"]["wer"] for seed, v in per_seed.items() if "teacher" in v},
             "params": per_seed[seeds[0]]["student"]["params"],
             "rtf": statistics.fmean(v["student"]["rtf"] for v in per_seed.values()),
-            "step_seconds": statistics.median(steps),
-            "peak_rss": t["peak_rss"],
-            "train_rss_growth": t["peak_rss"] - t["rss_at_train_start"] if t["rss_at_train_start"] else None,
+            "step_seconds": statistics.median(steps) if steps else None,
+            "peak_rss": t["peak_rss"] if t else None,
+            "train_rss_growth": t["peak_rss"] - t["rss_at_train_start"] if t and t["rss_at_train_start"] else None,
             "dev_wer": {seed: runs[f"{system.name}-seed{seed}"]["dev_wer"] for seed in seeds},
             "train_seconds": {seed: runs[f"{system.name}-seed{seed}"]["train_seconds"] for seed in seeds},
         }
@@ -479,7 +479,6 @@ def _targets(summary: Dict[str, Any]) -> List[str]:
     c_mean, c_sd = _mean_sd(list(codert["test_wer"].values()))
     separated = max(codert["test_wer"].values()) < min(base["test_wer"].values())
     ratio = c_mean / b_mean
-    step_sum = rows["student_only"]["step_seconds"] + rows["teacher_only"]["step_seconds"]
     mem_parts = [rows[n]["train_rss_growth"] for n in ("student_only", "teacher_only", "codert")]
     lines = [
         f"- the teacher leads: system 2 <= 0.85 x system 1: {t_mean:.3f} vs {b_mean:.3f} = {t_mean / b_mean:.3f} x -> "
@@ -488,9 +487,13 @@ def _targets(summary: Dict[str, Any]) -> List[str]:
         f"{b_mean:.3f} = {ratio:.3f} x; separated: {'yes' if separated else 'no'} "
         f"(baseline {b_mean:.3f} +- {b_sd:.3f}, CoDERT {c_mean:.3f} +- {c_sd:.3f}) -> "
         + ("**met**" if ratio <= 0.90 and separated else "**not met**"),
-        f"- tandem step vs (teacher-only + student-only step): {codert['step_seconds']:.3f} s vs {step_sum:.3f} s "
-        f"= {codert['step_seconds'] / step_sum:.2f} x",
     ]
+    if codert["step_seconds"] is not None:
+        step_sum = rows["student_only"]["step_seconds"] + rows["teacher_only"]["step_seconds"]
+        lines.append(
+            f"- tandem step vs (teacher-only + student-only step): {codert['step_seconds']:.3f} s vs "
+            f"{step_sum:.3f} s = {codert['step_seconds'] / step_sum:.2f} x"
+        )
     if None not in mem_parts:
         s_g, t_g, c_g = mem_parts
         lines.append(
@@ -510,8 +513,10 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, commit {git_commit()}",
         f"- machine: {machine_description()}; training {s.jobs} runs at a time, "
-        f"{max(1, (os.cpu_count() or 1) // s.jobs)} torch thread(s) each; step time, memory and RTF measured alone "
-        f"with {os.cpu_count()} threads",
+        f"{max(1, (os.cpu_count() or 1) // s.jobs)} torch thread(s) each; "
+        + ("" if s.time_steps else "step time and memory not measured (--time-steps 0); ")
+        + f"{'step time, memory and ' if s.time_steps else ''}RTF measured alone with {os.cpu_count()} threads",
+        f"- training accelerator: {s.accelerator}",
         f"- wall time of the whole benchmark: {wall_seconds / 60:.1f} min",
         f"- corpus: eSpeak NG, {corpus['splits']['train']['utterances']} train utterances "
         f"({corpus['splits']['train']['hours']} h, {len(corpus['splits']['train']['voices'])} voices), "
@@ -546,9 +551,11 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
             else f"{row['gap_closed']:.2f}"
         )
         growth = f"{row['train_rss_growth'] / 2**20:.0f}" if row["train_rss_growth"] is not None else "n/a"
+        step = f"{row['step_seconds']:.3f}" if row["step_seconds"] is not None else "n/a"
+        rss = f"{row['peak_rss'] / 2**20:.0f}" if row["peak_rss"] is not None else "n/a"
         lines.append(
             f"| {row['label']} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} | {cer} | {rel} | "
-            f"{gap} | {row['params']:,} | {row['step_seconds']:.3f} | {row['peak_rss'] / 2**20:.0f} | {growth} | "
+            f"{gap} | {row['params']:,} | {step} | {rss} | {growth} | "
             f"{row['rtf']:.4f} |"
         )
     teacher_rows = [(r["label"], list(r["teacher_test_wer"].values())) for r in rows.values() if r["teacher_test_wer"]]
@@ -630,7 +637,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
     parser.add_argument("--steps", type=int, help="training steps of every system")
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--val-every", type=int, help="dev WER every N steps (systems 1 and 4)")
-    parser.add_argument("--time-steps", type=int, help="steps timed per system (after 3 warm-up steps)")
+    parser.add_argument(
+        "--time-steps", type=int, help="steps timed per system (after 3 warm-up steps); 0 skips the cost pass"
+    )
     parser.add_argument("--jobs", type=int, help="training runs at a time")
     parser.add_argument(
         "--single-seed",
@@ -688,8 +697,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     train_jobs = plan_jobs(s, work, corpus.root, "train")
     _run_jobs(train_jobs, s.jobs, work / "logs")
-    print("[3/5] step time and memory, one system at a time", flush=True)
-    time_jobs = plan_jobs(s, work, corpus.root, "time")
+    time_jobs = plan_jobs(s, work, corpus.root, "time") if s.time_steps else []
+    print("[3/5] step time and memory, one system at a time" + ("" if time_jobs else ": skipped (--time-steps 0)"))
     _run_jobs(time_jobs, 1, work / "logs")
     print("[4/5] test WER and real-time factor of the exported students", flush=True)
     scores = evaluate_runs(train_jobs, corpus.test_manifest, work)
