@@ -144,3 +144,19 @@ def test_an_evaluation_set_with_a_bad_utterance_is_an_error_unless_allowed(corpu
     ):
         check_model_data(cfg, tmp_path / "checked")
     assert check_model_data(cfg, tmp_path / "checked", 0.2, allow_eval_skips=True) == ["validation_ds"]
+
+
+def test_a_pair_decodes_without_cuda_graphs_and_a_single_model_keeps_them(corpus):
+    """NeMo toggles CUDA graphs for ``self.decoding`` only; a pair's other side kept its graphs, and on an H200 both
+    sides replaying graphs over the shared prediction network crashed validation. The pair decodes eagerly, whatever
+    NeMo's hooks ask; a single model (and the config an exported student carries) keeps NeMo's default."""
+    pair = CodertRNNTBPEModel(cfg=tiny_config(corpus))
+    for decoding in (pair.student_decoding, pair.teacher_decoding):
+        assert decoding.decoding.use_cuda_graph_decoder is False
+    assert pair.maybe_enable_cuda_graphs(force_reinit=True) is False  # NeMo's validation-start hook: stays off
+    with pair.use_side("teacher"):
+        assert pair.maybe_enable_cuda_graphs() is False
+    assert pair.cfg.decoding.greedy.get("use_cuda_graph_decoder", True) is not False
+
+    single = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": "student_only"}))
+    assert single.decoding.decoding.use_cuda_graph_decoder is True

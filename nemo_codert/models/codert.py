@@ -225,7 +225,22 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
             self.student_joint.set_loss(self.loss)
             self.student_joint.set_wer(self.student_wer)
         self.student_joint.temperature = self.joint.temperature
+        self._decode_sides_eagerly()
         self._point_inference_at_active_side()
+
+    def _decode_sides_eagerly(self) -> None:
+        """Turn off NeMo's CUDA-graph greedy decoding on both sides of a pair.
+
+        NeMo switches CUDA graphs on and off for ``self.decoding`` only, so the other side's decoder kept its graphs
+        through training, and in validation both sides replayed graphs over the one shared prediction network: on
+        an H200 (NeMo 3.0, label-looping greedy decoding) that ended in "an illegal memory access" in the first
+        validation of every tandem run, while a single model validated fine. The pair decodes eagerly instead; the
+        config is untouched, so an exported student decodes with CUDA graphs as any stock model does."""
+        for decoding in (self.teacher_decoding, self.student_decoding):
+            greedy = getattr(decoding, "decoding", None)
+            if getattr(greedy, "use_cuda_graph_decoder", False):
+                greedy.disable_cuda_graphs()
+                greedy.use_cuda_graph_decoder = False  # what NeMo sets where graphs are unsupported: stays off
 
     def _point_inference_at_active_side(self) -> None:
         side = self.teacher if self._infer_teacher else self.student
