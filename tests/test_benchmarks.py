@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEMS = ["student_only", "teacher_only", "tandem_implicit", "codert", "static_teacher", "codert_own_decoder"]
+SYSTEMS = [
+    "student_only",
+    "teacher_only",
+    "tandem_implicit",
+    "codert",
+    "static_teacher",
+    "static_teacher_kd0",
+    "codert_own_decoder",
+]
 TINY = [
     "--quick",
     "--hours",
@@ -90,8 +98,8 @@ def test_paper_table_quick_pipeline(paper_table):
     root, args, _ = paper_table
     results = root / "results"
     report = (results / "paper_table.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:7]
-    assert len(table) == 6 and "| 1 student alone (baseline) |" in table[0]
+    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:8]
+    assert len(table) == 7 and "| 1 student alone (baseline) |" in table[0]
     assert (results / "paper_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "- command: `python benchmarks/paper_table.py --quick" in report and "- machine: " in report
 
@@ -114,8 +122,8 @@ def test_paper_table_quick_pipeline(paper_table):
     assert [p["step"] for p in rows["codert"]["dev_wer"]["0"]] == [1, 2]
 
     work = root / "work"
-    for seed in (0, 1):
-        spec = json.loads((work / "train" / f"static_teacher-seed{seed}.json").read_text())["spec"]
+    for seed, name in itertools.product((0, 1), ("static_teacher", "static_teacher_kd0")):
+        spec = json.loads((work / "train" / f"{name}-seed{seed}.json").read_text())["spec"]
         assert spec["teacher_nemo"] == str(work / "runs" / f"teacher_only-seed{seed}" / "student.nemo")
     # The exported students are stock NeMo models.
     from nemo.collections.asr.models import EncDecRNNTBPEModel
@@ -131,7 +139,7 @@ def test_paper_table_quick_pipeline(paper_table):
 def test_paper_table_rerun_reuses_finished_work(paper_table):
     root, args, _ = paper_table
     out = _run(args)
-    assert "12 of 12 already done (reused)" in out and "6 of 6 already done (reused)" in out
+    assert "14 of 14 already done (reused)" in out and "7 of 7 already done (reused)" in out
     assert "started " not in out and "evaluated " not in out
 
 
@@ -197,3 +205,27 @@ def test_entropy_script_on_a_real_codert_model(paper_table, tmp_path):
         assert side["path"]["n"] == side["path_blank"]["n"] + side["path_label"]["n"]
     assert (out / "entropy.png").read_bytes()[:4] == b"\x89PNG"
     assert "| teacher |" in (out / "entropy.md").read_text()
+
+
+def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_them(tmp_path):
+    """The table measures the recipe users get: the KD systems take lambda from the config (a fixed lambda of the
+    table's own once made it measure lambda=1 while the shipped default was 0.1), and a run's spec records it, so a
+    new default cannot reuse runs trained with the old one."""
+    from omegaconf import OmegaConf
+
+    pt = _script("paper_table")
+    shipped = OmegaConf.load(REPO / "conf" / "codert_small.yaml").model.codert.kd_weight
+    settings = pt.PRESETS["quick"]
+    for name in ("codert", "static_teacher", "codert_own_decoder"):
+        cfg = pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None)
+        assert cfg.model.codert.kd_weight == shipped, name
+    for name in ("tandem_implicit", "static_teacher_kd0"):
+        assert pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None).model.codert.kd_weight == 0.0
+
+    def codert_key(s):
+        job = next(j for j in pt.plan_jobs(s, tmp_path, tmp_path, "train") if j.spec["system"] == "codert")
+        return job.spec["kd_weight"], pt._spec_key(job.spec)
+
+    base = codert_key(settings)
+    other = codert_key(pt.replace(settings, overrides=["model.codert.kd_weight=0.7"]))
+    assert base[0] == shipped and other[0] == 0.7 and base[1] != other[1]
