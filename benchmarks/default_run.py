@@ -75,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for folder in ("conf", "examples"):
         shutil.copytree(REPO / folder, work / folder)
     command: List[str] = [*COMMAND, *args.overrides]
+    commit = git_commit()  # the code the run starts with (commits made while it runs are not in it)
     started = time.time()
     with open(work / "train.log", "w") as log:
         done = subprocess.run([sys.executable, *command], cwd=work, stdout=log, stderr=subprocess.STDOUT)
@@ -103,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {
         "command": "python " + " ".join(command),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine_description(),
         "wall_seconds": wall,
         "model": str(nemo[-1].relative_to(work)),
