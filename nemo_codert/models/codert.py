@@ -139,6 +139,10 @@ class CodertRNNTBPEModel(
         return self.codert.mode != "student_only"
 
     @property
+    def teacher_is_frozen(self) -> bool:
+        return self.codert.mode == "static_teacher"
+
+    @property
     def student(self) -> TransducerSide:
         """The student transducer (what gets deployed)."""
         if not self.has_teacher:
