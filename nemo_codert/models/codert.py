@@ -60,7 +60,7 @@ from nemo_codert.models.mixins import (
 from nemo_codert.models.side import TransducerSide
 from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher_weights, restore_teacher
 
-__all__ = ["CodertRNNTBPEModel", "TransducerSide"]
+__all__ = ["CodertRNNTBPEModel"]
 
 # The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
 _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
