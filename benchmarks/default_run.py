@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import REPO, git_commit, machine_description  # noqa: E402  (benchmarks/common.py)
+from common import REPO, git_commit, machine_description  # benchmarks/common.py
 
 COMMAND = ["examples/train_codert.py", "--config-name=codert_small"]
 

@@ -32,10 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import git_commit, machine_description  # noqa: E402  (benchmarks/common.py)
+from common import REPO, git_commit, machine_description  # benchmarks/common.py
 
 
 def _entropy(log_probs: torch.Tensor) -> torch.Tensor:

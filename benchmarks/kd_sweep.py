@@ -24,10 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import git_commit, machine_description  # noqa: E402  (benchmarks/common.py)
-from paper_table import BY_NAME, REPO, Job, Settings, _run_jobs  # noqa: E402
+from common import REPO, git_commit, machine_description  # benchmarks/common.py
+from paper_table import BY_NAME, Job, Settings, _run_jobs
 
 
 def _point_name(lam: Optional[float], tau: Optional[float], system: str) -> str:

@@ -41,10 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import git_commit, machine_description  # noqa: E402  (benchmarks/common.py)
+from common import REPO, git_commit, machine_description  # benchmarks/common.py
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,11 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nemo.collections.asr.losses.rnnt import RNNTLoss
 
-from common import machine_description  # noqa: E402  (benchmarks/common.py, beside this script)
+from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 
-from nemo.collections.asr.losses.rnnt import RNNTLoss  # noqa: E402
-
-from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss  # noqa: E402
+from common import machine_description  # benchmarks/common.py
 
 DEFAULT_SIZES = ["16x75x26x129", "8x150x40x257", "32x50x20x129", "4x200x60x513"]
 

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import paper_table as pt  # noqa: E402  (benchmarks/paper_table.py: systems, configs, the step recorder)
-from common import git_commit  # noqa: E402
+import paper_table as pt  # benchmarks/paper_table.py: systems, configs, the step recorder
+from common import git_commit
 
 WARMUP = 5
 SYSTEMS = ("student_only", "teacher_only", "tandem_implicit", "codert", "codert_own_decoder")

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import git_commit, machine_description  # benchmarks/common.py, beside this script
 from omegaconf import OmegaConf, open_dict
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, git_commit, machine_description  # benchmarks/common.py, beside this script
 
 
 def profile(config: str, cpu_rnnt_loss: str, steps: int) -> dict:

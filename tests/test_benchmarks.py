@@ -65,6 +65,10 @@ TINY = [
 
 
 def _script(name: str):
+    """A benchmark script as a module; its directory goes on sys.path, as it is for ``python benchmarks/x.py``, so
+    its imports of sibling scripts (``common``, ``paper_table``) resolve."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(name, module)  # dataclasses look their module up while the class is built

@@ -15,7 +15,7 @@ from nemo_codert.data.manifest import ManifestError, check_model_data
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import first_batch, tiny_config
+from helpers.factories import first_batch, make_trainer, tiny_config
 
 
 def _dev_audio(corpus, n=3):
@@ -160,3 +160,33 @@ def test_a_pair_decodes_without_cuda_graphs_and_a_single_model_keeps_them(corpus
 
     single = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": "student_only"}))
     assert single.decoding.decoding.use_cuda_graph_decoder is True
+
+
+def test_a_frozen_teacher_is_decoded_once_per_evaluation_batch(corpus, tmp_path):
+    """A static teacher's dev loss and WER cannot change: later validations reuse them instead of decoding the
+    teacher again; the student is decoded every time, and the teacher's numbers are the same."""
+    EncDecRNNTBPEModel(cfg=tiny_config(corpus)).save_to(str(tmp_path / "teacher.nemo"))
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
+    model = CodertRNNTBPEModel(cfg=cfg)
+    model.setup_validation_data(model.cfg.validation_ds)
+    calls = {"student": 0, "teacher": 0}
+    for side, decoding in (("student", model.student_decoding), ("teacher", model.teacher_decoding)):
+        decode = decoding.rnnt_decoder_predictions_tensor
+
+        def counted(*args, _side=side, _decode=decode, **kwargs):
+            calls[_side] += 1
+            return _decode(*args, **kwargs)
+
+        decoding.rnnt_decoder_predictions_tensor = counted
+    trainer = make_trainer(limit_val_batches=2)
+    first = trainer.validate(model, verbose=False)[0]
+    assert calls == {"student": 2, "teacher": 2}
+    second = trainer.validate(model, verbose=False)[0]
+    assert calls == {"student": 4, "teacher": 2}
+    assert (
+        second["val_wer_teacher"] == first["val_wer_teacher"]
+        and second["val_loss_teacher"] == first["val_loss_teacher"]
+    )
+    assert second["val_kd"] == pytest.approx(first["val_kd"])  # the teacher's encoder still runs for the KD term

@@ -70,7 +70,7 @@ def read_manifest(path: os.PathLike, resolve_audio: bool = True) -> List[Dict[st
             continue
         try:
             entry = json.loads(line)
-            audio, text = entry["audio_filepath"], entry["text"]
+            audio, _ = entry["audio_filepath"], entry["text"]  # both required: a KeyError names the missing one
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ManifestError(f"manifest {path}, line {number}: not a NeMo manifest line ({e!r})") from None
         if resolve_audio:

@@ -1,8 +1,12 @@
 """An offline speech corpus: eSpeak NG audio, NeMo manifests, lhotse CutSets and a BPE tokenizer.
 
+This module plans and assembles the corpus (splits, voices, sentences, the atomic build, the CLI); one utterance is
+rendered by ``nemo_codert.data.render``, a split's CutSet written by ``nemo_codert.data.cuts`` and the tokenizer
+trained by ``nemo_codert.data.tokenizer``.
+
 Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
-wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utterance gets a voice variant (``en-us+f3``...), a speaking rate and a
-pitch. The text comes from ``nemo_codert.data.text``. Optionally (``augment``, ``nemo_codert.data.augment``) each
+wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utterance gets a voice variant
+(``en-us+f3``...), a speaking rate and a pitch. The text comes from ``nemo_codert.data.text``. Optionally (``augment``, ``nemo_codert.data.augment``) each
 utterance is also reverberated and/or mixed with noise, drawn from the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
@@ -26,14 +30,17 @@ import time
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from nemo_codert.data.augment import Augmentation, add_noise, reverberate
-from nemo_codert.data.espeak import SAMPLE_RATE, synthesize, voice_variants
+from nemo_codert.data.augment import Augmentation
+from nemo_codert.data.cuts import write_cuts
+from nemo_codert.data.espeak import SAMPLE_RATE, voice_variants
+from nemo_codert.data.render import RenderJob, render
+from nemo_codert.data.tokenizer import train_tokenizer
 
-__all__ = ["Corpus", "build_corpus", "voice_variants"]
+__all__ = ["Corpus", "build_corpus", "build_corpus_from_config", "voice_variants"]
 
 _SPLITS = ("train", "dev", "test")
 _TEST_VOICE_FRACTION = 0.2
@@ -67,33 +74,13 @@ class Corpus:
 
 
 @dataclass(frozen=True)
-class RenderJob:
-    """One utterance to synthesise (in a worker process) and write as 16-bit WAV."""
+class _SplitPlan:
+    """What one split is drawn from: its sentence pool, its voice variants, and its length in hours."""
 
-    path: str
-    text: str
-    voice: str
-    rate: int
-    pitch: int
-    degrade: Optional[Dict] = None  # Augmentation.draw(): rt60, snr_db, noise
-    noise_seed: int = 0
-
-
-def _render(job: RenderJob) -> Tuple[str, float]:
-    import soundfile as sf
-
-    audio = synthesize(job.text, job.voice, job.rate, job.pitch)
-    if job.degrade:
-        noise_rng = np.random.default_rng(job.noise_seed)
-        if job.degrade["rt60"] is not None:
-            audio = reverberate(audio, job.degrade["rt60"], SAMPLE_RATE, noise_rng)
-        if job.degrade["snr_db"] is not None:
-            audio = add_noise(audio, job.degrade["snr_db"], job.degrade["noise"], noise_rng)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if peak > 0.99:  # some variants overshoot: scale rather than clip
-        audio *= 0.99 / peak
-    sf.write(job.path, audio, SAMPLE_RATE, subtype="PCM_16")
-    return job.path, len(audio) / SAMPLE_RATE
+    name: str
+    texts: Sequence[str]
+    voices: Sequence[str]
+    hours: float
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -151,7 +138,9 @@ def build_corpus(
     return Corpus.at(out)
 
 
-def build_corpus_from_config(data: Any, out_dir: str | Path | None = None, num_workers: Optional[int] = None) -> Corpus:
+def build_corpus_from_config(
+    data: Any, out_dir: str | Path | None = None, num_workers: Optional[int] = None
+) -> Corpus:
     """``build_corpus`` from a config's ``data`` section (``dir, hours, dev_hours, test_hours, seed, vocab_size,
     num_workers``): the one place that spells the section out. ``out_dir``/``num_workers`` override it."""
     return build_corpus(
@@ -197,13 +186,13 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     summary: Dict = {"splits": {}}
     started = time.time()
     ctx = get_context("fork")
+    augmentation = _augmentation(params["augment"])
     with ctx.Pool(max(1, num_workers)) as workers:
         for split in _SPLITS:
-            entries = _synthesize_split(
-                split, pools[split], voices[split], targets[split], rng, tmp, final, workers, params["augment"],
-                random.Random(f"{params['seed']}-augment-{split}"),
-            )
-            _write_split(split, entries, tmp, final)
+            plan = _SplitPlan(split, pools[split], voices[split], targets[split])
+            augment_rng = random.Random(f"{params['seed']}-augment-{split}")
+            entries = _synthesize_split(plan, rng, augmentation, augment_rng, tmp, final, workers)
+            _write_split(split, entries, tmp)
             summary["splits"][split] = {
                 "utterances": len(entries),
                 "hours": round(sum(e["duration"] for e in entries) / 3600, 4),
@@ -213,24 +202,38 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     summary["build_seconds"] = round(time.time() - started, 1)
     from nemo_codert.data.manifest import read_manifest  # here: NeMo's import is too heavy for the render workers
 
-    _train_tokenizer(read_manifest(tmp / "train_manifest.json", resolve_audio=False), tmp / "tokenizer", params["vocab_size"])
+    train = read_manifest(tmp / "train_manifest.json", resolve_audio=False)
+    train_tokenizer((e["text"] for e in train), tmp / "tokenizer", params["vocab_size"])
     return summary
 
 
+def _augmentation(augment: Optional[Dict]) -> Optional[Augmentation]:
+    """The ``Augmentation`` whose JSON view corpus.json holds (lists back to tuples), or None for a clean corpus."""
+    if not augment:
+        return None
+    return Augmentation(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+
+
 def _synthesize_split(
-    split, texts, voices, hours, rng, tmp, final, workers, augment: Optional[Dict], augment_rng: random.Random
+    plan: _SplitPlan,
+    rng: random.Random,
+    augmentation: Optional[Augmentation],
+    augment_rng: random.Random,
+    tmp: Path,
+    final: Path,
+    workers,
 ) -> List[Dict]:
-    augmentation = Augmentation(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}) if augment else None
+    """Render ``plan``'s sentences in order until it has ``plan.hours`` of audio; the manifest entries of those."""
     entries: List[Dict] = []
     total, batch = 0.0, 64
-    for begin in range(0, len(texts), batch):
-        if total >= hours * 3600:
+    for begin in range(0, len(plan.texts), batch):
+        if total >= plan.hours * 3600:
             break
         jobs, metas = [], []
-        for i, text in enumerate(texts[begin : begin + batch], start=begin):
-            voice = "en-us+" + rng.choice(voices)
+        for i, text in enumerate(plan.texts[begin : begin + batch], start=begin):
+            voice = "en-us+" + rng.choice(plan.voices)
             rate, pitch = rng.randint(*_RATE_WPM), rng.randint(*_PITCH)
-            name = f"audio/{split}_{i:06d}.wav"
+            name = f"audio/{plan.name}_{i:06d}.wav"
             meta = {"audio_filepath": str(final / name), "text": text, "voice": voice, "rate": rate, "pitch": pitch}
             # From a generator of its own: a degraded corpus has the same texts, voices, rates and pitches as the
             # clean corpus of its seed, so the two differ by the degradation alone.
@@ -240,68 +243,23 @@ def _synthesize_split(
                 meta.update(degrade)
             jobs.append(RenderJob(str(tmp / name), text, voice, rate, pitch, degrade, noise_seed=seed + 1))
             metas.append(meta)
-        for meta, (_, duration) in zip(metas, workers.map(_render, jobs)):
-            if total >= hours * 3600:
+        for meta, (_, duration) in zip(metas, workers.map(render, jobs)):
+            if total >= plan.hours * 3600:
                 os.remove(tmp / Path(meta["audio_filepath"]).relative_to(final))
                 continue
             entries.append({**meta, "duration": round(duration, 4)})
             total += duration
-    if total < hours * 3600:
-        raise RuntimeError(f"{split}: sentence pool ran out at {total / 3600:.3f} h of {hours} h")
+    if total < plan.hours * 3600:
+        raise RuntimeError(f"{plan.name}: sentence pool ran out at {total / 3600:.3f} h of {plan.hours} h")
     return entries
 
 
-def _write_split(split: str, entries: Sequence[Dict], tmp: Path, final: Path) -> None:
-    from lhotse import AudioSource, CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-
+def _write_split(split: str, entries: Sequence[Dict], tmp: Path) -> None:
+    """The split's NeMo manifest and lhotse CutSet (audio paths already final)."""
     with open(tmp / f"{split}_manifest.json", "w") as f:
         for e in entries:
             f.write(json.dumps(e) + "\n")
-    recordings, supervisions = [], []
-    for e in entries:
-        rec_id = Path(e["audio_filepath"]).stem
-        samples = round(e["duration"] * SAMPLE_RATE)
-        recordings.append(
-            Recording(
-                id=rec_id,
-                sources=[AudioSource(type="file", channels=[0], source=e["audio_filepath"])],
-                sampling_rate=SAMPLE_RATE,
-                num_samples=samples,
-                duration=samples / SAMPLE_RATE,
-            )
-        )
-        supervisions.append(
-            SupervisionSegment(
-                id=rec_id, recording_id=rec_id, start=0.0, duration=samples / SAMPLE_RATE, text=e["text"],
-                speaker=e["voice"], language="en",
-            )
-        )
-    cuts = CutSet.from_manifests(
-        recordings=RecordingSet.from_recordings(recordings), supervisions=SupervisionSet.from_segments(supervisions)
-    )
-    cuts.to_file(tmp / f"{split}_cuts.jsonl.gz")
-
-
-def _train_tokenizer(entries: Sequence[Dict], out: Path, vocab_size: int) -> None:
-    """A sentencepiece BPE model laid out as NeMo's process_asr_text_tokenizer.py lays it out (--spe_type=bpe)."""
-    import sentencepiece as spm
-
-    out.mkdir(parents=True)
-    text_file = out / "text.txt"
-    text_file.write_text("\n".join(e["text"] for e in entries) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(text_file),
-        model_prefix=str(out / "tokenizer"),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        character_coverage=1.0,
-        bos_id=-1,
-        eos_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    pieces = [line.split("\t")[0] for line in (out / "tokenizer.vocab").read_text().splitlines()]
-    (out / "vocab.txt").write_text("\n".join(pieces) + "\n")
+    write_cuts(entries, tmp / f"{split}_cuts.jsonl.gz", SAMPLE_RATE)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

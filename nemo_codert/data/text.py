@@ -71,7 +71,9 @@ def sentences(count: int, seed: int = 0) -> List[str]:
         attempts += 1
         if attempts > 50 * count + 1000:
             raise RuntimeError(f"the grammar could not produce {count} distinct sentences")
-        fill = {key: rng.choice(words[key[0]]) for key in ("n", "n2", "a", "a2", "v", "r", "p", "p2", "l", "s", "d", "d2")}
+        fill = {
+            key: rng.choice(words[key[0]]) for key in ("n", "n2", "a", "a2", "v", "r", "p", "p2", "l", "s", "d", "d2")
+        }
         sentence = " ".join(rng.choice(_TEMPLATES).format(**fill).split())
         seen.setdefault(sentence, None)
     return list(seen)

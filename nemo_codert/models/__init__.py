@@ -8,13 +8,14 @@ _PREFIX = "nemo_codert."
 if _PREFIX not in _nemo_common.ALLOWED_TARGET_PREFIXES:
     _nemo_common.ALLOWED_TARGET_PREFIXES.append(_PREFIX)
 
-from nemo_codert.models.codert import CodertRNNTBPEModel, TransducerSide  # noqa: E402
+from nemo_codert.models.codert import CodertRNNTBPEModel  # noqa: E402
 from nemo_codert.models.loading import (  # noqa: E402
     load_codert,
     load_stock_transducer,
     load_transducer,
     side_transcriber,
 )
+from nemo_codert.models.side import TransducerSide  # noqa: E402
 
 __all__ = [
     "CodertRNNTBPEModel",

@@ -19,8 +19,10 @@ what gets deployed; ``transcribe(..., use_teacher=True)`` or ``with model.use_si
 The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes always point at the active side's
 (``student_decoding``/``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe``.
 
-Cross-cutting concerns live in ``nemo_codert.models.mixins`` (atomic ``.nemo`` writes, the BatchNorm guard for
-non-finite batches, the resumable shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
+This module holds the pair's structure and its training losses. Cross-cutting concerns live in
+``nemo_codert.models.mixins`` (inference on a chosen side, validation/test metrics of both sides, atomic ``.nemo``
+writes, the BatchNorm guard for non-finite batches, the resumable shuffle); the static teacher's loading in
+``nemo_codert.models.static_teacher``.
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint); student = (student_encoder,
@@ -31,19 +33,15 @@ Layout per mode:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
-from nemo.collections.asr.metrics.wer import WER
 from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
-from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
 from nemo.core.classes.common import typecheck
 from nemo.core.classes.mixins import AccessMixin
 from nemo.utils import logging, model_utils
@@ -52,27 +50,30 @@ from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
-from nemo_codert.models.mixins import AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShuffleMixin
+from nemo_codert.models.mixins import (
+    AtomicSaveMixin,
+    NormStatisticsGuardMixin,
+    ResumableShuffleMixin,
+    SideInferenceMixin,
+    SideMetricsMixin,
+)
+from nemo_codert.models.side import TransducerSide
 from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher_weights, restore_teacher
 
-__all__ = ["CodertRNNTBPEModel", "TransducerSide"]
+__all__ = ["CodertRNNTBPEModel"]
 
 # The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
 _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
 
 
-@dataclass
-class TransducerSide:
-    """One complete transducer inside the CoDERT model: what export, decoding and the losses need."""
-
-    encoder: torch.nn.Module
-    decoder: torch.nn.Module
-    joint: torch.nn.Module
-    decoding: RNNTBPEDecoding
-    wer: WER
-
-
-class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShuffleMixin, EncDecRNNTBPEModel):
+class CodertRNNTBPEModel(
+    AtomicSaveMixin,
+    NormStatisticsGuardMixin,
+    ResumableShuffleMixin,
+    SideInferenceMixin,
+    SideMetricsMixin,
+    EncDecRNNTBPEModel,
+):
     """NeMo BPE transducer with a CoDERT student encoder trained by in-place encoder-logit distillation."""
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -138,6 +139,10 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         return self.codert.mode != "student_only"
 
     @property
+    def teacher_is_frozen(self) -> bool:
+        return self.codert.mode == "static_teacher"
+
+    @property
     def student(self) -> TransducerSide:
         """The student transducer (what gets deployed)."""
         if not self.has_teacher:
@@ -199,53 +204,6 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
                 module.eval()
         return self
 
-    def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
-        """NeMo's, for both sides: the same decoding config builds the teacher's and the student's decoding/WER;
-        NeMo's inference attributes (``decoding``, ``wer``) then point at the side that runs inference now, so a
-        rebuild inside ``use_side("teacher")`` (``transcribe(timestamps=True)`` does one) stays on the teacher."""
-        # NeMo builds decoding/WER on (decoder, joint): the teacher's here.
-        super().change_decoding_strategy(decoding_cfg, verbose=verbose)
-        if not self.has_teacher:
-            return
-        self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
-        self.student_decoding = RNNTBPEDecoding(
-            decoding_cfg=self.cfg.decoding,
-            decoder=self._student_prediction_net,
-            joint=self.student_joint,
-            tokenizer=self.tokenizer,
-        )
-        self.student_wer = WER(
-            decoding=self.student_decoding,
-            batch_dim_index=self.teacher_wer.batch_dim_index,
-            use_cer=self.teacher_wer.use_cer,
-            log_prediction=self.teacher_wer.log_prediction,
-            dist_sync_on_step=True,
-        )
-        if self.student_joint.fuse_loss_wer:
-            self.student_joint.set_loss(self.loss)
-            self.student_joint.set_wer(self.student_wer)
-        self.student_joint.temperature = self.joint.temperature
-        self._decode_sides_eagerly()
-        self._point_inference_at_active_side()
-
-    def _decode_sides_eagerly(self) -> None:
-        """Turn off NeMo's CUDA-graph greedy decoding on both sides of a pair.
-
-        NeMo switches CUDA graphs on and off for ``self.decoding`` only, so the other side's decoder kept its graphs
-        through training, and in validation both sides replayed graphs over the one shared prediction network: on
-        an H200 (NeMo 3.0, label-looping greedy decoding) that ended in "an illegal memory access" in the first
-        validation of every tandem run, while a single model validated fine. The pair decodes eagerly instead; the
-        config is untouched, so an exported student decodes with CUDA graphs as any stock model does."""
-        for decoding in (self.teacher_decoding, self.student_decoding):
-            greedy = getattr(decoding, "decoding", None)
-            if getattr(greedy, "use_cuda_graph_decoder", False):
-                greedy.disable_cuda_graphs()
-                greedy.use_cuda_graph_decoder = False  # what NeMo sets where graphs are unsupported: stays off
-
-    def _point_inference_at_active_side(self) -> None:
-        side = self.teacher if self._infer_teacher else self.student
-        self.decoding, self.wer = side.decoding, side.wer
-
     def change_vocabulary(
         self,
         new_tokenizer_dir: Union[str, DictConfig],
@@ -292,29 +250,6 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         )
         encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
         return encoder(audio_signal=features, length=lengths)
-
-    @contextlib.contextmanager
-    def use_side(self, side: str) -> Iterator[None]:
-        """Run NeMo's inference path (forward + decoding) on 'student' (default) or 'teacher'."""
-        if side not in ("student", "teacher"):
-            raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
-        if side == "teacher":
-            self.teacher  # raises for student_only
-        if not self.has_teacher:
-            yield
-            return
-        previous, self._infer_teacher = self._infer_teacher, side == "teacher"
-        self._point_inference_at_active_side()
-        try:
-            yield
-        finally:
-            self._infer_teacher = previous
-            self._point_inference_at_active_side()
-
-    def transcribe(self, audio, *args, use_teacher: bool = False, **kwargs):
-        """NeMo's ``transcribe``; the student transcribes unless ``use_teacher=True``."""
-        with self.use_side("teacher" if use_teacher else "student"):
-            return super().transcribe(audio, *args, **kwargs)
 
     # ------------------------------------------------------------------ losses
 
@@ -511,65 +446,6 @@ class CodertRNNTBPEModel(AtomicSaveMixin, NormStatisticsGuardMixin, ResumableShu
         if self._optim_normalize_joint_txu:
             self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
         return {"loss": loss}
-
-    # ------------------------------------------------------------------ evaluation
-
-    def _eval_sides(self) -> Dict[str, TransducerSide]:
-        """Metric-name suffix -> side. The student's metrics carry NeMo's plain names (val_wer is monitored)."""
-        sides = {"": self.student}
-        if self.has_teacher:
-            sides["_teacher"] = self.teacher
-        return sides
-
-    def validation_pass(self, batch, batch_idx, dataloader_idx=0):
-        signal, signal_len, transcript, transcript_len = batch
-        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
-        del signal
-
-        if self.compute_eval_loss:
-            decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.has_teacher)
-        logs, encoded = {}, {}
-        for suffix, side in self._eval_sides().items():
-            enc, enc_len = side.encoder(audio_signal=features, length=feature_len)
-            encoded[suffix] = (enc, enc_len)
-            name = "student" if suffix == "" else "teacher"
-            decoder_out, target_len = decoded[name] if self.compute_eval_loss else (None, transcript_len)
-            loss, wer_num, wer_denom = self._transducer_loss(
-                side, enc, enc_len, decoder_out, target_len, transcript, transcript_len, compute_wer=True
-            )
-            if loss is not None:
-                logs[f"val_loss{suffix}"] = loss
-            logs[f"val_wer_num{suffix}"] = wer_num
-            logs[f"val_wer_denom{suffix}"] = wer_denom
-            logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
-        if self.has_teacher:
-            (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            kd = self._kd(
-                encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len
-            )
-            logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
-
-        self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
-        return logs
-
-    def _epoch_metrics(self, outputs: List[Dict[str, torch.Tensor]], prefix: str) -> Dict[str, Any]:
-        logs = {}
-        for suffix in self._eval_sides():
-            if f"{prefix}_loss{suffix}" in outputs[0]:
-                logs[f"{prefix}_loss{suffix}"] = torch.stack([x[f"{prefix}_loss{suffix}"] for x in outputs]).mean()
-            num = torch.stack([x[f"{prefix}_wer_num{suffix}"] for x in outputs]).sum()
-            denom = torch.stack([x[f"{prefix}_wer_denom{suffix}"] for x in outputs]).sum()
-            logs[f"{prefix}_wer{suffix}"] = num.float() / denom
-        for name in (f"{prefix}_kd", f"{prefix}_kd_weighted"):
-            if name in outputs[0]:
-                logs[name] = torch.stack([x[name] for x in outputs]).mean()
-        return {**logs, "log": logs}
-
-    def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):
-        return self._epoch_metrics(outputs, "val")
-
-    def multi_test_epoch_end(self, outputs, dataloader_idx: int = 0):
-        return self._epoch_metrics(outputs, "test")
 
 
 # ---------------------------------------------------------------------- helpers

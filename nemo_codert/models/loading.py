@@ -15,7 +15,8 @@ import torch
 
 from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
 
-from nemo_codert.models.codert import CodertRNNTBPEModel, TransducerSide
+from nemo_codert.models.codert import CodertRNNTBPEModel
+from nemo_codert.models.side import TransducerSide
 from nemo_codert.nemo_file import CODERT_TARGET, NemoFileError, read_nemo_config
 from nemo_codert.utils import restore_nemo
 

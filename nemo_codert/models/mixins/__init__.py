@@ -4,5 +4,13 @@ names the calls its host model makes."""
 from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
 from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
 from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
+from nemo_codert.models.mixins.side_inference import SideInferenceMixin
+from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
 
-__all__ = ["AtomicSaveMixin", "NormStatisticsGuardMixin", "ResumableShuffleMixin"]
+__all__ = [
+    "AtomicSaveMixin",
+    "NormStatisticsGuardMixin",
+    "ResumableShuffleMixin",
+    "SideInferenceMixin",
+    "SideMetricsMixin",
+]

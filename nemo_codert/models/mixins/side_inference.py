@@ -1,0 +1,101 @@
+"""NeMo's inference path (``forward``'s encoder, ``decoding``, ``wer``, ``transcribe``) on a chosen side of a pair."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+from omegaconf import DictConfig
+
+from nemo.collections.asr.metrics.wer import WER
+from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
+
+__all__ = ["SideInferenceMixin"]
+
+
+class SideInferenceMixin:
+    """Which side NeMo's inference runs on is state, not swapped attributes.
+
+    The host model is a NeMo RNN-T model whose own ``decoder``/``joint``/``decoding``/``wer`` are the teacher's, and
+    provides ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_student_prediction_net`` and
+    ``student_joint``. It makes two calls:
+
+    1. ``self._infer_teacher = False`` in ``__init__`` before NeMo's decoding is first rebuilt;
+    2. its ``forward`` runs ``self.teacher.encoder`` when ``self._infer_teacher`` is set, else the student's.
+
+    In return NeMo's ``decoding``/``wer`` always point at the active side's (``student_decoding`` or
+    ``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe`` (``timestamps=True`` does); the student
+    is active unless inside ``use_side("teacher")``, because the student is what gets deployed.
+    """
+
+    _infer_teacher: bool = False
+
+    @contextlib.contextmanager
+    def use_side(self, side: str) -> Iterator[None]:
+        """Run NeMo's inference path (forward + decoding) on 'student' (default) or 'teacher'."""
+        if side not in ("student", "teacher"):
+            raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
+        if side == "teacher":
+            self.teacher  # raises for student_only
+        if not self.has_teacher:
+            yield
+            return
+        previous, self._infer_teacher = self._infer_teacher, side == "teacher"
+        self._point_inference_at_active_side()
+        try:
+            yield
+        finally:
+            self._infer_teacher = previous
+            self._point_inference_at_active_side()
+
+    def transcribe(self, audio, *args, use_teacher: bool = False, **kwargs):
+        """NeMo's ``transcribe``; the student transcribes unless ``use_teacher=True``."""
+        with self.use_side("teacher" if use_teacher else "student"):
+            return super().transcribe(audio, *args, **kwargs)
+
+    def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
+        """NeMo's, for both sides: the same decoding config builds the teacher's and the student's decoding/WER;
+        NeMo's inference attributes (``decoding``, ``wer``) then point at the side that runs inference now, so a
+        rebuild inside ``use_side("teacher")`` (``transcribe(timestamps=True)`` does one) stays on the teacher."""
+        # NeMo builds decoding/WER on (decoder, joint): the teacher's here.
+        super().change_decoding_strategy(decoding_cfg, verbose=verbose)
+        if not self.has_teacher:
+            return
+        self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
+        self.student_decoding = RNNTBPEDecoding(
+            decoding_cfg=self.cfg.decoding,
+            decoder=self._student_prediction_net,
+            joint=self.student_joint,
+            tokenizer=self.tokenizer,
+        )
+        self.student_wer = WER(
+            decoding=self.student_decoding,
+            batch_dim_index=self.teacher_wer.batch_dim_index,
+            use_cer=self.teacher_wer.use_cer,
+            log_prediction=self.teacher_wer.log_prediction,
+            dist_sync_on_step=True,
+        )
+        if self.student_joint.fuse_loss_wer:
+            self.student_joint.set_loss(self.loss)
+            self.student_joint.set_wer(self.student_wer)
+        self.student_joint.temperature = self.joint.temperature
+        self._decode_sides_eagerly()
+        self._point_inference_at_active_side()
+
+    def _decode_sides_eagerly(self) -> None:
+        """Turn off NeMo's CUDA-graph greedy decoding on both sides of a pair.
+
+        NeMo switches CUDA graphs on and off for ``self.decoding`` only, so the other side's decoder kept its graphs
+        through training, and in validation both sides replayed graphs over the one shared prediction network: on
+        an H200 (NeMo 3.0, label-looping greedy decoding) that ended in "an illegal memory access" in the first
+        validation of every tandem run, while a single model validated fine. The pair decodes eagerly instead; the
+        config is untouched, so an exported student decodes with CUDA graphs as any stock model does."""
+        for decoding in (self.teacher_decoding, self.student_decoding):
+            greedy = getattr(decoding, "decoding", None)
+            if getattr(greedy, "use_cuda_graph_decoder", False):
+                greedy.disable_cuda_graphs()
+                greedy.use_cuda_graph_decoder = False  # what NeMo sets where graphs are unsupported: stays off
+
+    def _point_inference_at_active_side(self) -> None:
+        side = self.teacher if self._infer_teacher else self.student
+        self.decoding, self.wer = side.decoding, side.wer

@@ -1,0 +1,104 @@
+"""Validation and test metrics of both sides of a pair, and of the KD term between them."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Hashable, List, Optional
+
+import torch
+
+from nemo_codert.losses.encoder_kd import encoder_logits
+
+__all__ = ["SideMetricsMixin"]
+
+
+class SideMetricsMixin:
+    """NeMo's ``validation_pass`` and epoch-end reductions for a pair.
+
+    The student's metrics carry NeMo's plain names (``val_wer`` is what exp_manager monitors: the student is what
+    gets deployed), the teacher's the suffix ``_teacher``; ``val_kd`` and ``val_kd_weighted`` (λ·τ²·KL, as it
+    enters the loss) sit beside them; the test pass logs the same with ``test_``. The host model provides
+    ``has_teacher``, ``student``, ``teacher`` and the loss pieces its training step uses: ``_features``,
+    ``_decoder_outputs``, ``_transducer_loss``, ``_kd`` and ``kd_scale``, so evaluation computes exactly what
+    training optimises; and ``teacher_is_frozen``: a frozen teacher's loss and WER on an evaluation batch never
+    change, so they are computed once per batch and reused at every later validation (its encoder still runs: the
+    KD term needs its logits).
+    """
+
+    _frozen_teacher_metrics: Optional[Dict[Hashable, Dict[str, torch.Tensor]]] = None
+
+    def _frozen_teacher_key(self, batch, batch_idx: int, dataloader_idx: int) -> Optional[Hashable]:
+        """Where a frozen teacher's metrics on this batch are kept: the stage (validation and test share
+        ``validation_pass``), the batch's place and a fingerprint of its contents, and the decoding object (a new
+        decoding strategy may decode differently)."""
+        if not (self.has_teacher and self.teacher_is_frozen):
+            return None
+        signal, signal_len, transcript, transcript_len = batch
+        fingerprint = (tuple(signal.shape), int(signal_len.sum()), int(transcript.sum()), int(transcript_len.sum()))
+        stage = "test" if self.trainer is not None and self.trainer.testing else "val"
+        return stage, dataloader_idx, batch_idx, fingerprint, id(self.teacher.decoding)
+
+    def _eval_sides(self) -> Dict[str, Any]:
+        """Metric-name suffix -> side (``TransducerSide``)."""
+        sides = {"": self.student}
+        if self.has_teacher:
+            sides["_teacher"] = self.teacher
+        return sides
+
+    def validation_pass(self, batch, batch_idx, dataloader_idx=0):
+        signal, signal_len, transcript, transcript_len = batch
+        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
+        del signal
+
+        if self.compute_eval_loss:
+            decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.has_teacher)
+        logs, encoded = {}, {}
+        frozen_key = self._frozen_teacher_key(batch, batch_idx, dataloader_idx)
+        if self._frozen_teacher_metrics is None:
+            self._frozen_teacher_metrics = {}
+        cache = self._frozen_teacher_metrics
+        for suffix, side in self._eval_sides().items():
+            enc, enc_len = side.encoder(audio_signal=features, length=feature_len)
+            encoded[suffix] = (enc, enc_len)
+            if suffix and frozen_key in cache:
+                logs.update(cache[frozen_key])
+                continue
+            name = "student" if suffix == "" else "teacher"
+            decoder_out, target_len = decoded[name] if self.compute_eval_loss else (None, transcript_len)
+            loss, wer_num, wer_denom = self._transducer_loss(
+                side, enc, enc_len, decoder_out, target_len, transcript, transcript_len, compute_wer=True
+            )
+            if loss is not None:
+                logs[f"val_loss{suffix}"] = loss
+            logs[f"val_wer_num{suffix}"] = wer_num
+            logs[f"val_wer_denom{suffix}"] = wer_denom
+            logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
+            if suffix and frozen_key is not None:
+                cache[frozen_key] = {k: v.detach() for k, v in logs.items() if k.endswith(suffix)}
+        if self.has_teacher:
+            (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
+            kd = self._kd(
+                encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len
+            )
+            logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
+
+        self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
+        return logs
+
+    def _epoch_metrics(self, outputs: List[Dict[str, torch.Tensor]], prefix: str) -> Dict[str, Any]:
+        logs = {}
+        for suffix in self._eval_sides():
+            if f"{prefix}_loss{suffix}" in outputs[0]:
+                logs[f"{prefix}_loss{suffix}"] = torch.stack([x[f"{prefix}_loss{suffix}"] for x in outputs]).mean()
+            num = torch.stack([x[f"{prefix}_wer_num{suffix}"] for x in outputs]).sum()
+            denom = torch.stack([x[f"{prefix}_wer_denom{suffix}"] for x in outputs]).sum()
+            logs[f"{prefix}_wer{suffix}"] = num.float() / denom
+        for name in (f"{prefix}_kd", f"{prefix}_kd_weighted"):
+            if name in outputs[0]:
+                logs[name] = torch.stack([x[name] for x in outputs]).mean()
+        return {**logs, "log": logs}
+
+    def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):
+        return self._epoch_metrics(outputs, "val")
+
+    def multi_test_epoch_end(self, outputs, dataloader_idx: int = 0):
+        return self._epoch_metrics(outputs, "test")

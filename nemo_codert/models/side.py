@@ -1,0 +1,23 @@
+"""One complete transducer inside a CoDERT model (teacher or student): what decoding, export and the losses need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nemo.collections.asr.metrics.wer import WER
+from nemo.collections.asr.parts.submodules.rnnt_decoding import RNNTBPEDecoding
+
+__all__ = ["TransducerSide"]
+
+
+@dataclass
+class TransducerSide:
+    """Encoder, prediction network, joint, and the decoding/WER built on that decoder and joint."""
+
+    encoder: torch.nn.Module
+    decoder: torch.nn.Module
+    joint: torch.nn.Module
+    decoding: RNNTBPEDecoding
+    wer: WER
