@@ -51,4 +51,6 @@ def git_commit() -> str:
     if not commit:
         # A copy of the tree without its .git (a remote machine's copy): the caller may name the commit it copied.
         return os.environ.get("NEMO_CODERT_COMMIT", "unknown")
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # Result files a benchmark has just written are not code changes: a report must not call its own output "+changes".
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+    return commit + ("+changes" if changed else "")
