@@ -705,7 +705,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_jobs = plan_jobs(s, work, corpus.root, "train")
     _run_jobs(train_jobs, s.jobs, work / "logs")
     time_jobs = plan_jobs(s, work, corpus.root, "time") if s.time_steps else []
-    print("[3/5] step time and memory, one system at a time" + ("" if time_jobs else ": skipped (--time-steps 0)"))
+    print(
+        "[3/5] step time and memory, one system at a time" + ("" if time_jobs else ": skipped (--time-steps 0)"),
+        flush=True,
+    )
     _run_jobs(time_jobs, 1, work / "logs")
     print("[4/5] test WER and real-time factor of the exported students", flush=True)
     scores = evaluate_runs(train_jobs, corpus.test_manifest, work)
