@@ -6,6 +6,11 @@
 Every point is a tandem CoDERT run (system 4 of ``paper_table.py``) on the default config's corpus
 (``conf/<config>.yaml``'s ``data`` section, built if absent), varied only in ``model.codert.kd_weight`` and
 ``kd_temperature``; the student alone (system 1) and tandem with λ=0 (system 3) are run alongside as references.
+With ``--teacher-nemo T.nemo`` every point is a static-teacher run (system 5) from that frozen teacher instead, and
+the reference beside the student alone is the same teacher with λ=0 (system 5b):
+
+    python benchmarks/kd_sweep.py --teacher-nemo data/paper_table/runs/teacher_source-steps1500/student.nemo \
+        --lambdas 0.1 0.3 1 3 --taus 1 --results-dir benchmarks/results/kd_sweep_static
 Runs go through ``paper_table.py``'s worker, so an interrupted sweep continues where it stopped. Writes
 ``<results-dir>/kd_sweep.{md,json,png}``: final dev WER of student and teacher per point, mean over seeds.
 """
@@ -29,12 +34,18 @@ from paper_table import BY_NAME, Job, Settings, _run_jobs
 
 
 def _point_name(lam: Optional[float], tau: Optional[float], system: str) -> str:
-    return system if lam is None else f"codert-l{lam:g}-t{tau:g}"
+    return system if lam is None else f"{system}-l{lam:g}-t{tau:g}"
+
+
+def _systems(args) -> tuple:
+    """(the swept system, the λ=0 reference beside the student alone)."""
+    return ("static_teacher", "static_teacher_kd0") if args.teacher_nemo else ("codert", "tandem_implicit")
 
 
 def plan(args, settings: Settings, corpus_dir: Path, work: Path) -> List[Dict[str, Any]]:
-    points = [(None, None, "student_only"), (None, None, "tandem_implicit")]
-    points += [(lam, tau, "codert") for lam in args.lambdas for tau in args.taus]
+    swept, reference = _systems(args)
+    points = [(None, None, "student_only"), (None, None, reference)]
+    points += [(lam, tau, swept) for lam in args.lambdas for tau in args.taus]
     threads = max(1, (os.cpu_count() or 1) // settings.jobs)
     out = []
     for lam, tau, system in points:
@@ -50,7 +61,7 @@ def plan(args, settings: Settings, corpus_dir: Path, work: Path) -> List[Dict[st
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{name}-seed{seed}"),
                 "result": str(work / "train" / f"{name}-seed{seed}.json"),
-                "teacher_nemo": None,
+                "teacher_nemo": None if system == "student_only" else args.teacher_nemo,
                 "overrides": overrides,
             }
             if not BY_NAME[system].curve:
@@ -123,9 +134,9 @@ def plot(rows, args, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for tau, colour in zip(args.taus, ("#27a", "#c72", "#393", "#a3a")):
         xs = [lam for lam in args.lambdas]
-        ys = [rows[_point_name(lam, tau, "codert")]["student_mean"] for lam in xs]
-        ax.plot(xs, ys, marker="o", color=colour, label=f"CoDERT student, τ={tau:g}")
-    for name, style in (("student_only", "--"), ("tandem_implicit", ":")):
+        ys = [rows[_point_name(lam, tau, _systems(args)[0])]["student_mean"] for lam in xs]
+        ax.plot(xs, ys, marker="o", color=colour, label=f"{_systems(args)[0]} student, τ={tau:g}")
+    for name, style in (("student_only", "--"), (_systems(args)[1], ":")):
         ax.axhline(rows[name]["student_mean"], color="#555", linestyle=style, label=f"{name} (student)")
     ax.set_xscale("log")
     ax.set_xlabel("λ (KD weight)")
@@ -149,9 +160,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--teacher-nemo", help="sweep the static-teacher mode with this frozen teacher (.nemo)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "kd_sweep")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    if args.teacher_nemo:
+        if not Path(args.teacher_nemo).is_file():
+            parser.error(f"--teacher-nemo {args.teacher_nemo}: no such file")
+        args.teacher_nemo = str(Path(args.teacher_nemo).resolve())  # one file whatever directory a worker runs in
 
     started = time.time()
     command = "python benchmarks/kd_sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

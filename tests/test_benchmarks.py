@@ -233,3 +233,30 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_
     base = codert_key(settings)
     other = codert_key(pt.replace(settings, overrides=["model.codert.kd_weight=0.7"]))
     assert base[0] == shipped and other[0] == 0.7 and base[1] != other[1]
+
+
+def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
+    import argparse
+
+    kd = _script("kd_sweep")
+    pt = _script("paper_table")
+    teacher = str(tmp_path / "teacher.nemo")
+    args = argparse.Namespace(lambdas=[0.1, 1.0], taus=[1.0], teacher_nemo=teacher)
+    points = kd.plan(args, pt.PRESETS["quick"], tmp_path, tmp_path / "work")
+    by_name = {}
+    for p in points:
+        by_name.setdefault(p["name"], []).append(p["job"].spec)
+    assert set(by_name) == {"student_only", "static_teacher_kd0", "static_teacher-l0.1-t1", "static_teacher-l1-t1"}
+    for name, specs in by_name.items():
+        for spec in specs:
+            assert spec["teacher_nemo"] == (None if name == "student_only" else teacher)
+            assert spec.get("curve") is True or pt.BY_NAME[spec["system"]].curve  # every point is scored on dev
+    assert by_name["static_teacher-l1-t1"][0]["overrides"] == [
+        "model.codert.kd_weight=1.0",
+        "model.codert.kd_temperature=1.0",
+    ]
+    # Without a teacher the sweep is the tandem one, as before.
+    tandem = kd.plan(
+        argparse.Namespace(lambdas=[0.1], taus=[1.0], teacher_nemo=None), pt.PRESETS["quick"], tmp_path, tmp_path
+    )
+    assert {p["name"] for p in tandem} == {"student_only", "tandem_implicit", "codert-l0.1-t1"}
