@@ -19,9 +19,9 @@ what gets deployed; ``transcribe(..., use_teacher=True)`` or ``with model.use_si
 The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes always point at the active side's
 (``student_decoding``/``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe``.
 
-This module holds the pair's structure and its training losses. Cross-cutting concerns live in
-``nemo_codert.models.mixins`` (inference on a chosen side, validation/test metrics of both sides, atomic ``.nemo``
-writes, the BatchNorm guard for non-finite batches, the resumable shuffle); the static teacher's loading in
+This module holds the pair's structure. Its training objective and the concerns around it live in
+``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
+metrics of both sides, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable shuffle); the static teacher's loading in
 ``nemo_codert.models.static_teacher``.
 
 Layout per mode:
@@ -34,7 +34,7 @@ Layout per mode:
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from lightning.pytorch import Trainer
@@ -43,16 +43,15 @@ from omegaconf import DictConfig, open_dict
 from nemo.collections.asr.losses.ctc import CTCLoss
 from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
 from nemo.core.classes.common import typecheck
-from nemo.core.classes.mixins import AccessMixin
-from nemo.utils import logging, model_utils
+from nemo.utils import model_utils
 
-from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
 from nemo_codert.models.mixins import (
     AtomicSaveMixin,
     NormStatisticsGuardMixin,
+    PairLossesMixin,
     ResumableShuffleMixin,
     SideInferenceMixin,
     SideMetricsMixin,
@@ -62,14 +61,12 @@ from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher
 
 __all__ = ["CodertRNNTBPEModel"]
 
-# The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
-_LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
-
 
 class CodertRNNTBPEModel(
     AtomicSaveMixin,
     NormStatisticsGuardMixin,
     ResumableShuffleMixin,
+    PairLossesMixin,
     SideInferenceMixin,
     SideMetricsMixin,
     EncDecRNNTBPEModel,
@@ -250,202 +247,6 @@ class CodertRNNTBPEModel(
         )
         encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
         return encoder(audio_signal=features, length=lengths)
-
-    # ------------------------------------------------------------------ losses
-
-    def _transducer_loss(
-        self,
-        side: TransducerSide,
-        encoded: torch.Tensor,
-        encoded_len: torch.Tensor,
-        decoder_out: Optional[torch.Tensor],
-        target_len: torch.Tensor,
-        transcript: torch.Tensor,
-        transcript_len: torch.Tensor,
-        compute_wer: bool,
-    ):
-        """RNN-T loss (None without decoder output) and WER counts of one side, via NeMo's joint/loss/WER."""
-        if side.joint.fuse_loss_wer:
-            loss, _, wer_num, wer_denom = side.joint(
-                encoder_outputs=encoded,
-                decoder_outputs=decoder_out,
-                encoder_lengths=encoded_len,
-                transcripts=transcript,
-                transcript_lengths=target_len,
-                compute_wer=compute_wer,
-            )
-            return loss, wer_num, wer_denom
-        loss = None
-        if decoder_out is not None:
-            joint_out = side.joint(encoder_outputs=encoded, decoder_outputs=decoder_out)
-            loss = self.loss(
-                log_probs=joint_out, targets=transcript, input_lengths=encoded_len, target_lengths=target_len
-            )
-        wer_num = wer_denom = None
-        if compute_wer:
-            side.wer.update(
-                predictions=encoded,
-                predictions_lengths=encoded_len,
-                targets=transcript,
-                targets_lengths=transcript_len,
-            )
-            _, wer_num, wer_denom = side.wer.compute()
-            side.wer.reset()
-        return loss, wer_num, wer_denom
-
-    def _kd(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The unweighted KL term (B x T x C logits; teacher side detached inside)."""
-        return encoder_kd_loss(
-            student_logits,
-            teacher_logits,
-            lengths,
-            temperature=self.codert.kd_temperature,
-            reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
-        )
-
-    def kd_scale(self) -> float:
-        """λ·τ² at the current step: λ ramps linearly from 0 over ``kd_warmup_steps``."""
-        lam = self.codert.kd_weight
-        trainer = getattr(self, "_trainer", None)
-        if self.codert.kd_warmup_steps > 0 and trainer is not None:
-            lam *= min(1.0, trainer.global_step / self.codert.kd_warmup_steps)
-        return lam * self.codert.kd_temperature**2
-
-    def _with_ctc(
-        self,
-        rnnt: torch.Tensor,
-        logits: torch.Tensor,
-        lengths: torch.Tensor,
-        transcript: torch.Tensor,
-        transcript_len: torch.Tensor,
-    ) -> tuple:
-        """(side loss, CTC term or None): (1 - w)·RNNT + w·CTC on the encoder logits, NeMo's hybrid convention."""
-        w = self.codert.ctc_weight
-        if w == 0:
-            return rnnt, None
-        ctc = self.ctc_loss(
-            log_probs=logits.log_softmax(dim=-1),
-            targets=transcript,
-            input_lengths=lengths,
-            target_lengths=transcript_len,
-        )
-        return (1.0 - w) * rnnt + w * ctc, ctc
-
-    def _encode_teacher(self, features, lengths):
-        # A static teacher is a constant function of the input: no graph, no gradient, no cost beyond inference.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.codert.mode == "tandem"):
-            encoded, encoded_len = self.encoder(audio_signal=features, length=lengths)
-        return encoded, encoded_len
-
-    def _decoder_outputs(self, transcript, transcript_len, teacher: bool) -> Dict[str, Any]:
-        """Prediction-network outputs of the student and (``teacher``) the teacher; a shared decoder runs once."""
-        out = {"student": self.student.decoder(targets=transcript, target_length=transcript_len)[:2]}
-        if teacher:
-            if self.teacher.decoder is self.student.decoder:
-                out["teacher"] = out["student"]
-            else:
-                out["teacher"] = self.teacher.decoder(targets=transcript, target_length=transcript_len)[:2]
-        return out
-
-    def codert_losses(
-        self,
-        signal: torch.Tensor,
-        signal_len: torch.Tensor,
-        transcript: torch.Tensor,
-        transcript_len: torch.Tensor,
-        compute_wer: bool = False,
-    ) -> Dict[str, torch.Tensor]:
-        """All CoDERT loss terms of one batch: ``loss`` (the weighted total) and its parts.
-
-        Keys: loss, rnnt_student, rnnt_teacher (tandem only), ctc_student / ctc_teacher (with ``ctc_weight``),
-        kd and kd_weighted = λ·τ²·kd (with a teacher), encoded_len, and wer_num / wer_denom of the student when
-        ``compute_wer``.
-        """
-        grad = torch.is_grad_enabled()
-        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
-        # A static teacher has no RNN-T loss: its prediction network need not run.
-        decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.codert.mode == "tandem")
-        student = self.student
-        enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
-        rnnt_s, wer_num, wer_denom = self._transducer_loss(
-            student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
-        )
-        out = {"rnnt_student": rnnt_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
-        z_s = encoder_logits(student.joint, enc_s) if self.codert.ctc_weight > 0 else None
-        loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, z_s, enc_s_len, transcript, transcript_len)
-        loss = self.codert.student_rnnt_weight * loss_s
-
-        if self.has_teacher:
-            enc_t, enc_t_len = self._encode_teacher(features, feature_len)
-            if not torch.equal(enc_t_len, enc_s_len):
-                raise RuntimeError(
-                    f"CoDERT: teacher and student encoders emitted different frame counts "
-                    f"({enc_t_len.tolist()} vs {enc_s_len.tolist()}); they must share one frame rate"
-                )
-            tandem = self.codert.mode == "tandem"
-            # The teacher's logits need a graph only where its own CTC term trains it; KD detaches them anyway.
-            with torch.set_grad_enabled(grad and tandem and self.codert.ctc_weight > 0):
-                z_t = encoder_logits(self.teacher.joint, enc_t)
-            if tandem:
-                rnnt_t, _, _ = self._transducer_loss(
-                    self.teacher, enc_t, enc_t_len, *decoded["teacher"], transcript, transcript_len, False
-                )
-                loss_t, out["ctc_teacher"] = self._with_ctc(rnnt_t, z_t, enc_t_len, transcript, transcript_len)
-                loss = loss + self.codert.teacher_rnnt_weight * loss_t
-                out["rnnt_teacher"] = rnnt_t
-            scale = self.kd_scale()
-            # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
-            with torch.set_grad_enabled(grad and scale > 0):
-                # KD never trains a joint_net shared with the teacher (a collapse, see nemo_codert.losses.encoder_kd).
-                shared = student.joint.joint_net is self.teacher.joint.joint_net
-                z_s_kd = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
-                kd = self._kd(z_s_kd, z_t, enc_s_len)
-            out["kd"], out["kd_weighted"] = kd, scale * kd
-            loss = loss + out["kd_weighted"]
-        out["loss"] = loss
-        return {k: v for k, v in out.items() if v is not None or k in ("wer_num", "wer_denom")}
-
-    def training_step(self, batch, batch_nb):
-        if AccessMixin.is_access_enabled(self.model_guid):
-            AccessMixin.reset_registry(self)
-        signal, signal_len, transcript, transcript_len = batch
-
-        trainer = getattr(self, "_trainer", None)
-        log_every = trainer.log_every_n_steps if trainer is not None else 1
-        sample_id = trainer.global_step if trainer is not None else batch_nb
-        compute_wer = (sample_id + 1) % log_every == 0
-
-        # A non-finite loss (a corrupt utterance, an overflow) must not poison the model: NeMo's skip_nan_grad
-        # drops its update, NormStatisticsGuardMixin its effect on the BatchNorm statistics.
-        norm_stats = self.snapshot_norm_statistics()
-        out = self.codert_losses(signal, signal_len, transcript, transcript_len, compute_wer=compute_wer)
-        loss = self.add_auxiliary_losses(out["loss"])
-        if not torch.isfinite(loss):
-            self.restore_norm_statistics_after_backward(norm_stats)
-            logging.warning(
-                f"CoDERT: non-finite training loss at step {sample_id} "
-                + ", ".join(f"{k}={out[k].item():.4g}" for k in _LOSS_TERMS if k in out)
-                + "; normalisation statistics restored"
-                + (
-                    ", gradients will be zeroed (skip_nan_grad)"
-                    if getattr(self, "_skip_nan_grad", False)
-                    else "; set model.skip_nan_grad=true to drop the update too"
-                )
-            )
-        if AccessMixin.is_access_enabled(self.model_guid):
-            AccessMixin.reset_registry(self)
-
-        logs = {f"train_{k}": out[k].detach() for k in _LOSS_TERMS if k in out}
-        logs["train_loss"] = loss.detach()
-        logs["learning_rate"] = self._optimizer.param_groups[0]["lr"]
-        logs["global_step"] = torch.tensor(self.trainer.global_step, dtype=torch.float32)
-        if compute_wer:
-            logs["training_batch_wer"] = out["wer_num"].float() / out["wer_denom"]
-        self.log_dict(logs)
-
-        if self._optim_normalize_joint_txu:
-            self._optim_normalize_txu = [out["encoded_len"].max(), transcript_len.max()]
-        return {"loss": loss}
 
 
 # ---------------------------------------------------------------------- helpers

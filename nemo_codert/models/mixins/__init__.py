@@ -3,6 +3,7 @@ names the calls its host model makes."""
 
 from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
 from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
+from nemo_codert.models.mixins.pair_losses import PairLossesMixin
 from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
 from nemo_codert.models.mixins.side_inference import SideInferenceMixin
 from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
@@ -10,6 +11,7 @@ from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
 __all__ = [
     "AtomicSaveMixin",
     "NormStatisticsGuardMixin",
+    "PairLossesMixin",
     "ResumableShuffleMixin",
     "SideInferenceMixin",
     "SideMetricsMixin",
