@@ -11,6 +11,7 @@ the reference beside the student alone is the same teacher with λ=0 (system 5b)
 
     python benchmarks/kd_sweep.py --teacher-nemo data/paper_table/runs/teacher_source-steps1500/student.nemo \
         --lambdas 0.1 0.3 1 3 --taus 1 --results-dir benchmarks/results/kd_sweep_static
+
 Runs go through ``paper_table.py``'s worker, so an interrupted sweep continues where it stopped. Writes
 ``<results-dir>/kd_sweep.{md,json,png}``: final dev WER of student and teacher per point, mean over seeds.
 """
@@ -131,12 +132,13 @@ def plot(rows, args, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    swept, reference = _systems(args)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for tau, colour in zip(args.taus, ("#27a", "#c72", "#393", "#a3a")):
         xs = [lam for lam in args.lambdas]
-        ys = [rows[_point_name(lam, tau, _systems(args)[0])]["student_mean"] for lam in xs]
-        ax.plot(xs, ys, marker="o", color=colour, label=f"{_systems(args)[0]} student, τ={tau:g}")
-    for name, style in (("student_only", "--"), (_systems(args)[1], ":")):
+        ys = [rows[_point_name(lam, tau, swept)]["student_mean"] for lam in xs]
+        ax.plot(xs, ys, marker="o", color=colour, label=f"{swept} student, τ={tau:g}")
+    for name, style in (("student_only", "--"), (reference, ":")):
         ax.axhline(rows[name]["student_mean"], color="#555", linestyle=style, label=f"{name} (student)")
     ax.set_xscale("log")
     ax.set_xlabel("λ (KD weight)")

@@ -6,7 +6,8 @@ trained by ``nemo_codert.data.tokenizer``.
 
 Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
 wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utterance gets a voice variant
-(``en-us+f3``...), a speaking rate and a pitch. The text comes from ``nemo_codert.data.text``. Optionally (``augment``, ``nemo_codert.data.augment``) each
+(``en-us+f3``...), a speaking rate and a pitch. The text comes from ``nemo_codert.data.text``. Optionally
+(``augment``, ``nemo_codert.data.augment``) each
 utterance is also reverberated and/or mixed with noise, drawn from the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
@@ -187,12 +188,15 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     started = time.time()
     ctx = get_context("fork")
     augmentation = _augmentation(params["augment"])
+    train_texts: List[str] = []
     with ctx.Pool(max(1, num_workers)) as workers:
         for split in _SPLITS:
             plan = _SplitPlan(split, pools[split], voices[split], targets[split])
             augment_rng = random.Random(f"{params['seed']}-augment-{split}")
             entries = _synthesize_split(plan, rng, augmentation, augment_rng, tmp, final, workers)
             _write_split(split, entries, tmp)
+            if split == "train":
+                train_texts = [e["text"] for e in entries]
             summary["splits"][split] = {
                 "utterances": len(entries),
                 "hours": round(sum(e["duration"] for e in entries) / 3600, 4),
@@ -200,10 +204,7 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
                 "distinct_words": len({w for e in entries for w in e["text"].split()}),
             }
     summary["build_seconds"] = round(time.time() - started, 1)
-    from nemo_codert.data.manifest import read_manifest  # here: NeMo's import is too heavy for the render workers
-
-    train = read_manifest(tmp / "train_manifest.json", resolve_audio=False)
-    train_tokenizer((e["text"] for e in train), tmp / "tokenizer", params["vocab_size"])
+    train_tokenizer(train_texts, tmp / "tokenizer", params["vocab_size"])
     return summary
 
 

@@ -21,8 +21,8 @@ The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes a
 
 This module holds the pair's structure. Its training objective and the concerns around it live in
 ``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
-metrics of both sides, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable shuffle); the static teacher's loading in
-``nemo_codert.models.static_teacher``.
+metrics of both sides, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable
+shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint); student = (student_encoder,

@@ -10,6 +10,7 @@ from nemo.core.classes.mixins import AccessMixin
 from nemo.utils import logging
 
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
+from nemo_codert.models.side import TransducerSide
 
 __all__ = ["PairLossesMixin"]
 
@@ -30,7 +31,7 @@ class PairLossesMixin:
 
     def _transducer_loss(
         self,
-        side,
+        side: TransducerSide,
         encoded: torch.Tensor,
         encoded_len: torch.Tensor,
         decoder_out: Optional[torch.Tensor],
