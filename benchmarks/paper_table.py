@@ -90,6 +90,18 @@ class Settings:
     # System 5's teacher: None = system 2 of the same seed (same budget); N = one teacher-sized model trained alone
     # for N steps (first seed), the static teacher of every seed: a teacher with a budget of its own.
     static_teacher_steps: Optional[int] = None
+    # The systems this table trains (empty: all of SYSTEMS); a budget choice, e.g. the GPU table's 1, 2 and 4.
+    systems: List[str] = field(default_factory=list)
+
+    def chosen_systems(self) -> List[System]:
+        return [x for x in SYSTEMS if not self.systems or x.name in self.systems]
+
+    def run_fields(self) -> Dict[str, Any]:
+        """The settings a training run depends on: its spec (and reuse key) holds these. Which systems a table
+        holds changes no run, so a table over fewer systems reuses the runs of a full one and vice versa."""
+        fields = asdict(self)
+        del fields["systems"]
+        return fields
 
     def seeds_of(self, system: str) -> List[int]:
         return self.seeds[:1] if system in self.single_seed else self.seeds
@@ -349,14 +361,14 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     threads = max(1, cores // s.jobs) if kind == "train" else cores
     jobs = []
     source = None
-    if kind == "train" and s.static_teacher_steps:
+    if kind == "train" and s.static_teacher_steps and any(x.mode == "static_teacher" for x in s.chosen_systems()):
         name = f"teacher_source-steps{s.static_teacher_steps}"
         source = Job(
             {
                 "kind": kind,
                 "system": "teacher_only",
                 "seed": s.seeds[0],
-                "settings": asdict(replace(s, steps=s.static_teacher_steps)),
+                "settings": replace(s, steps=s.static_teacher_steps).run_fields(),
                 "corpus_dir": str(corpus_dir),
                 "threads": threads,
                 "run_dir": str(work / "runs" / name),
@@ -367,7 +379,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
         jobs.append(source)
     for seed in s.seeds if kind == "train" else s.seeds[:1]:
         teacher_run = work / "runs" / f"teacher_only-seed{seed}"
-        for system in SYSTEMS:
+        for system in s.chosen_systems():
             if seed not in s.seeds_of(system.name):
                 continue
             static = system.mode == "static_teacher"
@@ -375,7 +387,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 "kind": kind,
                 "system": system.name,
                 "seed": seed,
-                "settings": asdict(s),
+                "settings": s.run_fields(),
                 "corpus_dir": str(corpus_dir),
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
@@ -440,7 +452,7 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
     runs = {j.result.stem: json.loads(j.result.read_text()) for j in train_jobs}
     timings = {j.spec["system"]: json.loads(j.result.read_text()) for j in time_jobs}
     rows = {}
-    for system in SYSTEMS:
+    for system in s.chosen_systems():
         seeds = s.seeds_of(system.name)
         per_seed = {seed: scores[f"{system.name}-seed{seed}"] for seed in seeds}
         t = timings.get(system.name)  # absent when the cost pass was skipped (--time-steps 0)
@@ -655,6 +667,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
         metavar="SYSTEM",
         help="systems trained with the first seed only (to fit a budget)",
     )
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=list(BY_NAME),
+        metavar="SYSTEM",
+        help="train and report these systems only (default: all; student_only, teacher_only and codert are required)",
+    )
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], help="where the training runs go (default cpu)")
     parser.add_argument(
         "--static-teacher-steps",
@@ -680,6 +699,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> tuple:
     settings = replace(preset, **chosen)
     if settings.steps % settings.val_every:
         parser.error(f"--steps ({settings.steps}) must be a multiple of --val-every ({settings.val_every})")
+    missing = {"student_only", "teacher_only", "codert"} - set(settings.systems or BY_NAME)
+    if missing:
+        parser.error(f"--systems must include {', '.join(sorted(missing))}: the table's ratios and targets need them")
     if len(settings.seeds) < 1 or settings.jobs < 1:
         parser.error("need at least one seed and one job")
     return args, settings
@@ -699,7 +721,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"[1/5] corpus ({s.hours} h train, reverb {s.reverb_prob}, noise {s.noise_prob})", flush=True)
     corpus = build_benchmark_corpus(work, s)
     print(
-        f"[2/5] training {len(SYSTEMS)} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time",
+        f"[2/5] training {len(s.chosen_systems())} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time",
         flush=True,
     )
     train_jobs = plan_jobs(s, work, corpus.root, "train")

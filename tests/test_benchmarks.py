@@ -147,11 +147,27 @@ def test_paper_table_rerun_reuses_finished_work(paper_table):
     assert "started " not in out and "evaluated " not in out
 
 
+@pytest.mark.slow
+def test_a_table_over_chosen_systems_reuses_the_full_tables_runs(paper_table, tmp_path):
+    root, args, _ = paper_table
+    assert args[-2] == "--results-dir"
+    out = _run([*args[:-1], str(tmp_path), "--systems", "student_only", "teacher_only", "codert"])
+    assert "6 of 6 already done (reused)" in out and "3 of 3 already done (reused)" in out
+    assert "started " not in out and "evaluated " not in out
+    data = json.loads((tmp_path / "paper_table.json").read_text())
+    assert list(data["rows"]) == ["student_only", "teacher_only", "codert"]
+    full = json.loads((root / "results" / "paper_table.json").read_text())
+    assert data["rows"]["codert"]["test_wer"] == full["rows"]["codert"]["test_wer"]
+
+
 def test_paper_table_rejects_inconsistent_settings(capsys):
     module = _script("paper_table")
     with pytest.raises(SystemExit):
         module.parse_args(["--steps", "10", "--val-every", "3"])
     assert "multiple of --val-every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.parse_args(["--systems", "student_only", "codert"])
+    assert "--systems must include teacher_only" in capsys.readouterr().err
 
 
 def test_viterbi_path_is_the_best_alignment():
