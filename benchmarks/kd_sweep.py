@@ -57,7 +57,7 @@ def plan(args, settings: Settings, corpus_dir: Path, work: Path) -> List[Dict[st
                 "kind": "train",
                 "system": system,
                 "seed": seed,
-                "settings": settings.run_fields(),
+                "settings": asdict(settings),
                 "corpus_dir": str(corpus_dir),
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{name}-seed{seed}"),

@@ -96,13 +96,6 @@ class Settings:
     def chosen_systems(self) -> List[System]:
         return [x for x in SYSTEMS if not self.systems or x.name in self.systems]
 
-    def run_fields(self) -> Dict[str, Any]:
-        """The settings a training run depends on: its spec (and reuse key) holds these. Which systems a table
-        holds changes no run, so a table over fewer systems reuses the runs of a full one and vice versa."""
-        fields = asdict(self)
-        del fields["systems"]
-        return fields
-
     def seeds_of(self, system: str) -> List[int]:
         return self.seeds[:1] if system in self.single_seed else self.seeds
 
@@ -155,8 +148,15 @@ def system_config(
     return cfg
 
 
+# Which seeds and systems a table holds changes no run: a run is reused by every table that differs from its own only
+# in these (a table over fewer systems, a second batch of seeds).
+TABLE_FIELDS = ("seeds", "single_seed", "systems")
+
+
 def _spec_key(spec: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """The reuse key of a run: everything its spec says it depends on."""
+    settings = {k: v for k, v in spec.get("settings", {}).items() if k not in TABLE_FIELDS}
+    return hashlib.sha256(json.dumps({**spec, "settings": settings}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------ worker (one process)
@@ -368,7 +368,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 "kind": kind,
                 "system": "teacher_only",
                 "seed": s.seeds[0],
-                "settings": replace(s, steps=s.static_teacher_steps).run_fields(),
+                "settings": asdict(replace(s, steps=s.static_teacher_steps)),
                 "corpus_dir": str(corpus_dir),
                 "threads": threads,
                 "run_dir": str(work / "runs" / name),
@@ -387,7 +387,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 "kind": kind,
                 "system": system.name,
                 "seed": seed,
-                "settings": s.run_fields(),
+                "settings": asdict(s),
                 "corpus_dir": str(corpus_dir),
                 "threads": threads,
                 "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
