@@ -47,10 +47,14 @@ def git_commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
+    # A copy of the tree on another machine may carry no .git, or a stale one (the device tool's did): the caller who
+    # copied it names the commit it copied, and that name wins.
+    named = os.environ.get("NEMO_CODERT_COMMIT")
+    if named:
+        return named
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
-        # A copy of the tree without its .git (a remote machine's copy): the caller may name the commit it copied.
-        return os.environ.get("NEMO_CODERT_COMMIT", "unknown")
+        return "unknown"
     # Result files a benchmark has just written are not code changes: a report must not call its own output "+changes".
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
     return commit + ("+changes" if changed else "")
