@@ -227,8 +227,9 @@ def run_worker(spec_path: Path) -> None:
 
     from nemo_codert.export import export_side
     from nemo_codert.models import CodertRNNTBPEModel
-    from nemo_codert.utils import quiet_trainer, write_json_atomic
+    from nemo_codert.utils import flush_denormals, quiet_trainer, write_json_atomic
 
+    flush_denormals()  # before any parallel op, as the training script does (its docstring says why)
     spec = json.loads(spec_path.read_text())
     torch.set_num_threads(spec["threads"])
     settings = Settings(**spec["settings"])

@@ -11,6 +11,7 @@ from typing import Any, Iterator, List, Union
 
 __all__ = [
     "atomic_path",
+    "flush_denormals",
     "quiet_trainer",
     "restore_nemo",
     "set_aside_superseded_last_checkpoints",
@@ -37,6 +38,27 @@ def atomic_path(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def flush_denormals() -> bool:
+    """Have this process's CPU arithmetic flush denormal floats to zero; True when every intra-op thread does.
+
+    Why: once a transducer has begun to learn, the softmaxes and exps of its joint, RNN-T loss and KD term produce
+    floats below ~1.2e-38 (denormals), which x86 CPUs compute in slow microcode, so a CPU run's step time grows as
+    the model learns (a trained codert_small pair: 1.04 s a step on 2 cores, 0.66 s with denormals flushed;
+    ``benchmarks/results/denormals.md``). Values that small carry nothing in losses computed in log space. The flag
+    is a per-thread register that torch's intra-op threads copy when they are created: call this before the first
+    parallel torch op (the training entry points do it first thing). Called later, the threads that already exist
+    keep computing denormals, and the return value says so. GPU arithmetic is not affected.
+    """
+    import numpy as np
+    import torch
+
+    # The probe: the smallest denormal (bit pattern 1), made by numpy so that no torch thread starts before the flag
+    # is set. Multiplied across every intra-op thread, it gives zeros exactly where the thread flushes.
+    probe = torch.from_numpy(np.ones(1 << 20, dtype=np.int32).view(np.float32))
+    torch.set_flush_denormal(True)
+    return bool((probe * 1.0).count_nonzero() == 0)
 
 
 def write_json_atomic(obj: Any, path: Union[str, os.PathLike]) -> None:
