@@ -46,7 +46,7 @@ def _resume_checkpoint_dir(trainer: pl.Trainer, exp: DictConfig) -> Path:
 
 @hydra_runner(config_path="../conf", config_name="codert_small")
 def main(cfg: DictConfig) -> None:
-    # First, before any parallel torch op: a learning transducer's CPU step slows down ~1.6x on denormal floats.
+    # First, before any parallel torch op: denormal floats slow a transducer's CPU training step by ~1.3x.
     if not flush_denormals():
         logging.warning("Denormal floats are flushed in some CPU threads only: CPU training may run slower")
     if cfg.get("data") is not None:

@@ -43,10 +43,11 @@ def atomic_path(out: Path) -> Iterator[Path]:
 def flush_denormals() -> bool:
     """Have this process's CPU arithmetic flush denormal floats to zero; True when every intra-op thread does.
 
-    Why: once a transducer has begun to learn, the softmaxes and exps of its joint, RNN-T loss and KD term produce
-    floats below ~1.2e-38 (denormals), which x86 CPUs compute in slow microcode, so a CPU run's step time grows as
-    the model learns (a trained codert_small pair: 1.04 s a step on 2 cores, 0.66 s with denormals flushed;
-    ``benchmarks/results/denormals.md``). Values that small carry nothing in losses computed in log space. The flag
+    Why: the softmaxes and exps of a transducer's joint, RNN-T loss and KD term produce floats below ~1.2e-38
+    (denormals), the more so as the model grows confident, and x86 CPUs compute those in slow microcode: a
+    codert_small step on 2 cores takes 0.79 s trained and 0.73 s fresh, 0.60 s either way with denormals flushed
+    (``benchmarks/results/denormals.md``), and the default run went from 18.7 to 14.3 min. Values that small carry
+    nothing in losses computed in log space. The flag
     is a per-thread register that torch's intra-op threads copy when they are created: call this before the first
     parallel torch op (the training entry points do it first thing). Called later, the threads that already exist
     keep computing denormals, and the return value says so. GPU arithmetic is not affected.
