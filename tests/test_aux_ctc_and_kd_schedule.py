@@ -87,6 +87,60 @@ def test_kd_warmup_ramps_lambda_and_the_weighted_term_is_logged(corpus):
     torch.testing.assert_close(m["train_kd_weighted"], m["train_kd"] * 2.0 * 1.5**2 / 4)
 
 
+def _dev_outputs(student_wer: float, teacher_wer: float) -> list:
+    """One validation batch's outputs, as ``validation_pass`` returns them, with these WERs over 100 words."""
+    hundred = torch.tensor(100)
+    return [
+        {
+            "val_wer_num": torch.tensor(round(100 * student_wer)),
+            "val_wer_denom": hundred,
+            "val_wer_num_teacher": torch.tensor(round(100 * teacher_wer)),
+            "val_wer_denom_teacher": hundred,
+        }
+    ]
+
+
+def test_kd_waits_until_the_teacher_leads_on_dev_then_stays_on(corpus):
+    cfg = tiny_config(corpus, **{"codert.kd_weight": 2.0, "codert.kd_start": "teacher_leads"})
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer())
+    assert model.kd_scale() == 0.0 and model.kd_start_step() is None
+    logs = model.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.8))["log"]
+    assert model.kd_scale() == 0.0 and logs["val_kd_started"] == 0.0  # the teacher trails: no KD
+    logs = model.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.6))["log"]
+    assert model.kd_scale() == 2.0 and model.kd_start_step() == 0 and logs["val_kd_started"] == 1.0
+    model.multi_validation_epoch_end(_dev_outputs(student_wer=0.5, teacher_wer=0.9))
+    assert model.kd_scale() == 2.0  # a latch: one noisy dev point does not switch the target off again
+
+    # A resumed run keeps its gate.
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    resumed = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer())
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.kd_start_step() == 0 and resumed.kd_scale() == 2.0
+
+    # The default starts KD at step 0, whatever the dev WERs.
+    always = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.kd_weight": 2.0}), trainer=make_trainer())
+    always.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.8))
+    assert always.kd_start_step() == 0 and always.kd_scale() == 2.0
+
+
+def test_the_kd_gate_reads_a_real_validation_and_needs_a_dev_set(corpus):
+    cfg = tiny_config(corpus, **{"codert.kd_start": "teacher_leads"})
+    trainer = make_trainer(max_steps=2, val_check_interval=2, check_val_every_n_epoch=None)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    trainer.fit(model)
+    m = trainer.callback_metrics
+    leads = bool(m["val_wer_teacher"] < m["val_wer"])
+    assert m["val_kd_started"] == float(leads) and (model.kd_start_step() is not None) == leads
+
+    with open_dict(cfg):
+        cfg.validation_ds.manifest_filepath = None
+    trainer = make_trainer(max_steps=1)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    with pytest.raises(ValueError, match="model.codert.kd_start: 'teacher_leads'.*no model.validation_ds"):
+        trainer.fit(model)
+
+
 def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
     cfg = tiny_config(corpus, **{"codert.teacher_lr_scale": 1.0})  # the two ways are exclusive
     with open_dict(cfg):

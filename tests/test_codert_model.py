@@ -213,6 +213,7 @@ def test_short_training_run_lowers_student_loss(corpus):
         ({"codert.kd_wieght": 1.0}, r"model.codert: .*kd_wieght"),
         ({"codert.ctc_weight": 1.5}, r"model.codert.ctc_weight: must be in \[0, 1\]"),
         ({"codert.kd_warmup_steps": -1}, r"model.codert.kd_warmup_steps: must be >= 0"),
+        ({"codert.kd_start": "later"}, r"model.codert.kd_start: 'later' is not one of always, teacher_leads"),
         ({"rnnt_reduction": "mean_volume"}, r"model.rnnt_reduction: 'mean_volume' is not supported by CoDERT"),
     ],
 )

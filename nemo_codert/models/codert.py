@@ -50,6 +50,7 @@ from nemo_codert.models.config import CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
 from nemo_codert.models.mixins import (
     AtomicSaveMixin,
+    KdGateMixin,
     NormStatisticsGuardMixin,
     PairLossesMixin,
     ResumableShuffleMixin,
@@ -64,6 +65,7 @@ __all__ = ["CodertRNNTBPEModel"]
 
 class CodertRNNTBPEModel(
     AtomicSaveMixin,
+    KdGateMixin,
     NormStatisticsGuardMixin,
     ResumableShuffleMixin,
     PairLossesMixin,

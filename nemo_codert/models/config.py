@@ -21,6 +21,7 @@ __all__ = ["CodertConfig", "MODES", "parse_codert_config"]
 #: student_only: the student alone, no teacher built or run (the honest baseline).
 MODES = ("tandem", "static_teacher", "student_only")
 CPU_RNNT_LOSSES = ("vectorised", "nemo")
+KD_STARTS = ("always", "teacher_leads")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class CodertConfig:
     # λ ramps linearly from 0 to kd_weight over this many steps (0: full λ from the first step), so an untrained
     # teacher's noise is not distilled.
     kd_warmup_steps: int = 0
+    # always: KD from the first step. teacher_leads: KD waits for the first validation at which the teacher's dev WER
+    # is below the student's (distilling a teacher that trails pulls the student back); the ramp starts there.
+    kd_start: str = "always"
 
 
 def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
@@ -58,6 +62,8 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
 
     if cfg.mode not in MODES:
         raise ValueError(f"model.codert.mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
+    if cfg.kd_start not in KD_STARTS:
+        raise ValueError(f"model.codert.kd_start: {cfg.kd_start!r} is not one of {', '.join(KD_STARTS)}")
     if cfg.cpu_rnnt_loss not in CPU_RNNT_LOSSES:
         raise ValueError(
             f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"

@@ -2,6 +2,7 @@
 names the calls its host model makes."""
 
 from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
+from nemo_codert.models.mixins.kd_gate import KdGateMixin
 from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
 from nemo_codert.models.mixins.pair_losses import PairLossesMixin
 from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
@@ -10,6 +11,7 @@ from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
 
 __all__ = [
     "AtomicSaveMixin",
+    "KdGateMixin",
     "NormStatisticsGuardMixin",
     "PairLossesMixin",
     "ResumableShuffleMixin",

@@ -79,12 +79,21 @@ class PairLossesMixin:
             reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
         )
 
+    def kd_start_step(self) -> Optional[int]:
+        """The step the KD term starts at (λ's ramp counts from it); None while it is off. ``KdGateMixin`` may defer
+        it until the teacher leads."""
+        return 0
+
     def kd_scale(self) -> float:
-        """λ·τ² at the current step: λ ramps linearly from 0 over ``kd_warmup_steps``."""
+        """λ·τ² at the current step: 0 before the KD term starts, then λ ramps linearly from 0 over
+        ``kd_warmup_steps``."""
+        start = self.kd_start_step()
+        if start is None:
+            return 0.0
         lam = self.codert.kd_weight
         trainer = getattr(self, "_trainer", None)
         if self.codert.kd_warmup_steps > 0 and trainer is not None:
-            lam *= min(1.0, trainer.global_step / self.codert.kd_warmup_steps)
+            lam *= min(1.0, max(0, trainer.global_step - start) / self.codert.kd_warmup_steps)
         return lam * self.codert.kd_temperature**2
 
     def _with_ctc(
