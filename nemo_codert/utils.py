@@ -47,10 +47,10 @@ def flush_denormals() -> bool:
     (denormals), the more so as the model grows confident, and x86 CPUs compute those in slow microcode: a
     codert_small step on 2 cores takes 0.79 s trained and 0.73 s fresh, 0.60 s either way with denormals flushed
     (``benchmarks/results/denormals.md``), and the default run went from 18.7 to 14.3 min. Values that small carry
-    nothing in losses computed in log space. The flag
-    is a per-thread register that torch's intra-op threads copy when they are created: call this before the first
-    parallel torch op (the training entry points do it first thing). Called later, the threads that already exist
-    keep computing denormals, and the return value says so. GPU arithmetic is not affected.
+    nothing in losses computed in log space. The flag is a per-thread register that torch's intra-op threads copy
+    when they are created: call this before the first parallel torch op (the training entry points do it first
+    thing). Called later, the threads that already exist keep computing denormals, and the return value says so.
+    GPU arithmetic is not affected.
     """
     import numpy as np
     import torch
