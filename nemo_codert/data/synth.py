@@ -7,8 +7,8 @@ trained by ``nemo_codert.data.tokenizer``.
 Nothing is downloaded: the speech comes from libespeak-ng and its voice data as shipped in the ``espeakng-loader``
 wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utterance gets a voice variant
 (``en-us+f3``...), a speaking rate and a pitch. The text comes from ``nemo_codert.data.text``. Optionally
-(``augment``, ``nemo_codert.data.augment``) each
-utterance is also reverberated and/or mixed with noise, drawn from the same seed; the manifests record what each got.
+(``augment``, ``nemo_codert.data.augment``) each utterance is also reverberated and/or mixed with noise, drawn from
+the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
 reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift.

@@ -30,7 +30,7 @@ class KdGateMixin:
 
     def kd_start_step(self) -> Optional[int]:
         if self.codert.kd_start == "always":
-            return 0
+            return super().kd_start_step()
         return self._kd_started_at
 
     def on_fit_start(self) -> None:
