@@ -1,14 +1,22 @@
-"""What every benchmark report states: the machine and the commit it measured."""
+"""What every benchmark report states: the command, the machine and the commit it measured."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def typed_command(script: str, argv: Optional[Sequence[str]]) -> str:
+    """The command line as a user would retype it: ``python benchmarks/<script>`` and its arguments, shell-quoted
+    (``argv``: those given to ``main``; none: the process's own)."""
+    return f"python benchmarks/{script} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
 
 def machine_description() -> str:

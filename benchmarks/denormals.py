@@ -1,4 +1,4 @@
-"""Why a CPU run's step slows down as its model learns, and what flushing denormal floats buys.
+"""Denormal floats and the CPU training step: its time with fresh and with trained weights, denormals kept or flushed.
 
     python benchmarks/denormals.py --trained PAIR.nemo [--data-dir DIR] [--config codert_small] [--steps 12]
 
@@ -8,7 +8,8 @@ intra-op threads start: the pair of the config, freshly initialised or with the 
 without ``nemo_codert.utils.flush_denormals``. Each times ``--steps`` real training steps (features, both
 encoders, decoder, joints, RNN-T and CTC losses, KD, backward, AdamW at a negligible learning rate, so that the
 weights stay where they are) on the same batches of the config's embedded corpus (``--data-dir``: the one the
-trained model was trained on, whose tokenizer it learned), after 2 warm-up steps, and reports the median. Writes ``benchmarks/results/denormals.md``.
+trained model was trained on, whose tokenizer it learned), after 2 warm-up steps, and reports the median. Writes
+``benchmarks/results/denormals.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py, beside this script
+from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py, beside this script
 
 
 def time_steps(
@@ -95,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(rows[-1], flush=True)
 
     step = {(r["weights"], r["flush"]): r["median_step"] for r in rows}
-    command = "python benchmarks/denormals.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = typed_command("denormals.py", argv)
     lines = [
         "# Denormal floats and the CPU training step",
         "",

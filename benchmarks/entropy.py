@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import math
-import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py
+from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
 
 
 def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -192,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-utterances", type=int, default=200)
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    command = "python benchmarks/entropy.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = typed_command("entropy.py", argv)
     for path, what in ((args.model, "model"), (args.manifest, "manifest")):
         if not path.is_file():
             parser.error(f"{what} {path}: no such file")

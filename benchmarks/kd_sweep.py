@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py
+from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
 from paper_table import BY_NAME, Job, Settings, _run_jobs
 
 
@@ -172,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.teacher_nemo = str(Path(args.teacher_nemo).resolve())  # one file whatever directory a worker runs in
 
     started = time.time()
-    command = "python benchmarks/kd_sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = typed_command("kd_sweep.py", argv)
     base = OmegaConf.load(REPO / "conf" / f"{args.config}.yaml")
     corpus = build_corpus_from_config(base.data, out_dir=REPO / base.data.dir)
     settings = Settings(

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py
+from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
 
 
 @dataclass(frozen=True)
@@ -717,12 +716,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = (args.work_dir or REPO / "data" / ("paper_table_quick" if args.quick else "paper_table")).resolve()
     results_dir = args.results_dir.resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/paper_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = typed_command("paper_table.py", argv)
 
     print(f"[1/5] corpus ({s.hours} h train, reverb {s.reverb_prob}, noise {s.noise_prob})", flush=True)
     corpus = build_benchmark_corpus(work, s)
     print(
-        f"[2/5] training {len(s.chosen_systems())} systems x {len(s.seeds)} seeds, {s.steps} steps, {s.jobs} at a time",
+        f"[2/5] training {len(s.chosen_systems())} systems x {len(s.seeds)} seeds, {s.steps} steps, "
+        f"{s.jobs} at a time",
         flush=True,
     )
     train_jobs = plan_jobs(s, work, corpus.root, "train")
