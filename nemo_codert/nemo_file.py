@@ -15,13 +15,15 @@ from typing import Optional, Sequence, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from nemo.collections.asr.models import EncDecRNNTBPEModel
+from nemo.collections.asr.models import EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
 
-__all__ = ["CODERT_TARGET", "NemoFileError", "STOCK_TARGET", "read_nemo_config"]
+__all__ = ["CODERT_TARGET", "HYBRID_TARGET", "NemoFileError", "STOCK_TARGET", "read_nemo_config"]
 
-#: The ``target`` a CoDERT ``.nemo`` carries, and the one an exported ``.nemo`` carries (NeMo's own class).
+#: The ``target`` a CoDERT ``.nemo`` carries, and the ones an exported ``.nemo`` carries (NeMo's own classes): a
+#: transducer, or a hybrid RNN-T/CTC model for a side with an ``aux_ctc`` head.
 CODERT_TARGET = "nemo_codert.models.codert.CodertRNNTBPEModel"
 STOCK_TARGET = f"{EncDecRNNTBPEModel.__module__}.{EncDecRNNTBPEModel.__name__}"
+HYBRID_TARGET = f"{EncDecHybridRNNTCTCBPEModel.__module__}.{EncDecHybridRNNTCTCBPEModel.__name__}"
 
 _CONFIG_MEMBER = "model_config.yaml"
 _WEIGHTS_MEMBER = "model_weights.ckpt"

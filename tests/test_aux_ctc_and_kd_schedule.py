@@ -1,5 +1,5 @@
-"""The auxiliary CTC term on encoder logits, the weighted/warmed-up KD term and per-side learning rates, on real
-NeMo models and real audio."""
+"""The auxiliary CTC term (on encoder logits, or on NeMo's aux_ctc heads), the weighted/warmed-up KD term and per-side
+learning rates, on real NeMo models and real audio."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
+from nemo.collections.asr.modules import ConvASRDecoder
 
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
@@ -42,11 +43,15 @@ def test_ctc_term_is_nemo_ctc_on_the_encoder_logits_and_ignores_padding(corpus):
     expected = expected + 0.3 * out["ctc_teacher"] + out["kd_weighted"]
     torch.testing.assert_close(out["loss"], expected)
 
-    # Whatever the padded frames hold, the CTC value does not move.
-    garbage = logits.clone()
-    short = int(enc_len.argmin())
-    garbage[short, int(enc_len[short]) :] = 1e4
-    _, ctc = model._with_ctc(torch.tensor(0.0), garbage, enc_len, transcript, transcript_len)
+    _assert_padding_is_ignored(model, logits.log_softmax(-1), enc_len, transcript, transcript_len, reference)
+
+
+def _assert_padding_is_ignored(model, log_probs, lengths, transcript, transcript_len, reference):
+    """Whatever the padded frames hold, the CTC value does not move."""
+    garbage = log_probs.clone()
+    short = int(lengths.argmin())
+    garbage[short, int(lengths[short]) :] = 1e4
+    _, ctc = model._with_ctc(torch.tensor(0.0), garbage, lengths, transcript, transcript_len)
     torch.testing.assert_close(ctc, reference)
 
 
@@ -65,6 +70,74 @@ def test_ctc_trains_each_encoder_and_the_joint_but_not_the_prediction_network(co
     out["ctc_teacher"].backward()
     assert _grads(model.encoder) and _grads(model.joint.enc)
     assert not _grads(model.student_encoder)
+
+
+def _aux_ctc_config(corpus, **overrides):
+    """The tiny codert_small with NeMo's aux_ctc section (as written by a user: the head's sizes left to the model)
+    instead of CTC on the encoder logits."""
+    return tiny_config(corpus, **{"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3, **overrides})
+
+
+def test_aux_ctc_is_nemo_ctc_on_a_head_of_each_encoder_and_ignores_padding(corpus):
+    torch.manual_seed(0)
+    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus))
+    model.eval()
+    vocab = model.tokenizer.vocab_size
+    heads = {
+        "teacher": (model.ctc_decoder, model.encoder),
+        "student": (model.student_ctc_decoder, model.student_encoder),
+    }
+    for name, (head, encoder) in heads.items():
+        assert isinstance(head, ConvASRDecoder), name
+        assert head._feat_in == encoder._feat_out and head.num_classes_with_blank == vocab + 1, name
+    assert model.encoder._feat_out != model.student_encoder._feat_out
+    # The saved config describes the teacher's head, completed as NeMo's hybrid model completes it.
+    assert (
+        model.cfg.aux_ctc.decoder.feat_in == model.encoder._feat_out and model.cfg.aux_ctc.decoder.num_classes == vocab
+    )
+
+    signal, signal_len, transcript, transcript_len = first_batch(model)
+    out = model.codert_losses(signal, signal_len, transcript, transcript_len)
+    with torch.no_grad():
+        features, feature_len = model._features(input_signal=signal, input_signal_length=signal_len)
+        enc, enc_len = model.student_encoder(audio_signal=features, length=feature_len)
+        log_probs = model.student_ctc_decoder(encoder_output=enc)
+    reference = CTCLoss(num_classes=vocab, zero_infinity=True, reduction="mean_batch")(
+        log_probs=log_probs, targets=transcript, input_lengths=enc_len, target_lengths=transcript_len
+    )
+    torch.testing.assert_close(out["ctc_student"], reference)
+    expected = 0.7 * out["rnnt_student"] + 0.3 * out["ctc_student"] + 0.7 * out["rnnt_teacher"]
+    expected = expected + 0.3 * out["ctc_teacher"] + out["kd_weighted"]
+    torch.testing.assert_close(out["loss"], expected)
+    _assert_padding_is_ignored(model, log_probs, enc_len, transcript, transcript_len, reference)
+
+
+def test_aux_ctc_trains_each_encoder_and_its_own_head_only(corpus):
+    torch.manual_seed(0)
+    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus, **{"aux_ctc.ctc_loss_weight": 0.5}))
+    model.train()
+    out = model.codert_losses(*first_batch(model))
+
+    out["ctc_student"].backward(retain_graph=True)
+    assert _grads(model.student_encoder) and _grads(model.student_ctc_decoder)
+    for other in (model.encoder, model.ctc_decoder, model.joint, model.student_joint, model.decoder):
+        assert not _grads(other), "a head's CTC reaches its own encoder and head only (not the joint, unlike (a))"
+    model.zero_grad(set_to_none=True)
+
+    out["ctc_teacher"].backward()
+    assert _grads(model.encoder) and _grads(model.ctc_decoder)
+    for other in (model.student_encoder, model.student_ctc_decoder, model.joint, model.decoder):
+        assert not _grads(other)
+
+
+def test_student_only_with_aux_ctc_is_nemos_hybrid_layout(corpus):
+    torch.manual_seed(0)
+    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus, **{"codert.mode": "student_only"}))
+    assert model.ctc_decoder._feat_in == model.encoder._feat_out == 24  # the encoder is the student's
+    assert not hasattr(model, "student_ctc_decoder") and model.student.ctc_decoder is model.ctc_decoder
+    out = model.codert_losses(*first_batch(model))
+    assert torch.isfinite(out["ctc_student"]) and "ctc_teacher" not in out
+    torch.testing.assert_close(out["loss"], 0.7 * out["rnnt_student"] + 0.3 * out["ctc_student"])
 
 
 def test_without_ctc_there_is_no_ctc_term(corpus):

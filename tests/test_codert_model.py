@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from nemo.collections.asr.models import EncDecRNNTBPEModel
+from nemo.collections.asr.models import EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
 
 from nemo_codert.models import CodertRNNTBPEModel
 
@@ -20,12 +20,24 @@ def _teacher_only_params(model):
     }
 
 
-def _save_teacher(cfg, path, seed=0):
+def _save_teacher(cfg, path, seed=0, cls=EncDecRNNTBPEModel):
     """A stock NeMo transducer (NeMo's class, not ours) standing in for a user's pre-trained teacher."""
     torch.manual_seed(seed)
-    teacher = EncDecRNNTBPEModel(cfg=cfg)
+    teacher = cls(cfg=cfg)
     teacher.save_to(str(path))
     return teacher
+
+
+# NeMo's hybrid models need the aux_ctc head written out (NeMo fills in its sizes).
+_HYBRID = {
+    "aux_ctc.ctc_loss_weight": 0.3,
+    "aux_ctc.decoder": {
+        "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
+        "feat_in": None,
+        "num_classes": -1,
+        "vocabulary": [],
+    },
+}
 
 
 def test_kd_is_zero_with_zero_gradient_when_student_copies_teacher(corpus):
@@ -67,14 +79,21 @@ def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
     assert any(p.grad is not None and p.grad.any() for p in _teacher_only_params(model).values())
 
 
-def test_static_teacher_stays_bit_identical(corpus, tmp_path):
-    base = tiny_config(corpus)
-    teacher = _save_teacher(base, tmp_path / "teacher.nemo")
+@pytest.mark.parametrize(
+    "teacher_cls, teacher_overrides",
+    [(EncDecRNNTBPEModel, {}), (EncDecHybridRNNTCTCBPEModel, _HYBRID)],
+    ids=["rnnt_teacher", "hybrid_rnnt_ctc_teacher"],
+)
+def test_static_teacher_stays_bit_identical(corpus, tmp_path, teacher_cls, teacher_overrides):
+    base = tiny_config(corpus, **teacher_overrides)
+    teacher = _save_teacher(base, tmp_path / "teacher.nemo", cls=teacher_cls)
     cfg = tiny_config(
         corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
     )
     trainer = make_trainer(max_steps=3)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    # A hybrid teacher's CTC head is not used: the KD target is its transducer's encoder logits, as for any teacher.
+    assert not hasattr(model, "ctc_decoder")
 
     frozen = {
         k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "decoder", "joint")
@@ -212,6 +231,8 @@ def test_short_training_run_lowers_student_loss(corpus):
         ({"codert.mode": "static_teacher"}, r"model.codert.teacher_nemo: mode 'static_teacher' needs"),
         ({"codert.kd_wieght": 1.0}, r"model.codert: .*kd_wieght"),
         ({"codert.ctc_weight": 1.5}, r"model.codert.ctc_weight: must be in \[0, 1\]"),
+        ({"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": -0.1}, r"model.aux_ctc.ctc_loss_weight: must be in"),
+        ({"codert.ctc_weight": 0.3, "aux_ctc.ctc_loss_weight": 0.3}, r"model.codert.ctc_weight and model.aux_ctc: "),
         ({"codert.kd_warmup_steps": -1}, r"model.codert.kd_warmup_steps: must be >= 0"),
         ({"codert.kd_start": "later"}, r"model.codert.kd_start: 'later' is not one of always, teacher_leads"),
         ({"rnnt_reduction": "mean_volume"}, r"model.rnnt_reduction: 'mean_volume' is not supported by CoDERT"),

@@ -19,10 +19,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from nemo.collections.asr.models import ASRModel, EncDecRNNTBPEModel
+from nemo.collections.asr.models import ASRModel, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
 from nemo_codert.export import (
+    HYBRID_TARGET,
     STOCK_TARGET,
     NemoFileError,
     export_onnx,
@@ -174,6 +175,38 @@ def test_student_only_model_exports(corpus, audio, tmp_path):
     assert not (tmp_path / "teacher.nemo").exists()
 
 
+def test_a_side_with_an_aux_ctc_head_exports_as_nemos_hybrid_model(corpus, audio, tmp_path):
+    """With NeMo's aux_ctc section each side has a CTC head; the export keeps it: a stock hybrid RNN-T/CTC model that
+    transcribes with the side's transducer by default and with its head after switching NeMo's decoder type."""
+    torch.manual_seed(3)
+    cfg = tiny_config(corpus, **{"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3})
+    fresh = CodertRNNTBPEModel(cfg=cfg)
+    fresh.save_to(str(tmp_path / "codert.nemo"))
+    signal, signal_len, _, _ = first_batch(fresh)
+    model = CodertRNNTBPEModel.restore_from(str(tmp_path / "codert.nemo"), map_location="cpu")  # heads restored
+    model.eval()
+    exported = {}
+    for which in ("student", "teacher"):
+        exported[which] = export_side(tmp_path / "codert.nemo", which, tmp_path / f"{which}.nemo")
+        stock = ASRModel.restore_from(str(exported[which]), map_location="cpu")
+        stock.eval()
+        assert type(stock) is EncDecHybridRNNTCTCBPEModel and stock.cfg.target == HYBRID_TARGET
+        side = getattr(model, which)
+        head = {f"ctc_decoder.{k}": v for k, v in _tensors(side.ctc_decoder).items()}
+        assert head and all(torch.equal(stock.state_dict()[k], v) for k, v in head.items())
+        assert stock.cfg.aux_ctc.decoder.feat_in == side.encoder._feat_out
+        assert _transcribe(stock, audio) == _transcribe(model, audio, use_teacher=which == "teacher")
+        with torch.no_grad():
+            enc, _ = stock(input_signal=signal, input_signal_length=signal_len)
+            assert torch.equal(stock.ctc_decoder(encoder_output=enc), side.ctc_decoder(encoder_output=enc))
+        stock.change_decoding_strategy(decoder_type="ctc", verbose=False)
+        assert len(_transcribe(stock, audio)) == len(audio)
+
+    result = _load_without_codert({"student": exported["student"]}, audio, tmp_path / "codert.nemo", tmp_path)
+    assert result["classes"] == {"student": HYBRID_TARGET}
+    assert result["texts"]["student"] == _transcribe(model, audio)
+
+
 # ------------------------------------------------------------------------------------------------ without nemo_codert
 
 _HIDDEN_LOADER = textwrap.dedent("""
@@ -212,10 +245,10 @@ _HIDDEN_LOADER = textwrap.dedent("""
     """)
 
 
-def test_exported_files_load_where_nemo_codert_cannot_be_imported(codert, exported, audio, tmp_path):
-    model, codert_path = codert
+def _load_without_codert(models, audio, codert_path, tmp_path) -> dict:
+    """Restore and transcribe each of ``models`` ({name: .nemo}) in a Python where nemo_codert cannot be imported."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME")}
-    args = {"models": {w: str(p) for w, p in exported.items()}, "audio": audio, "codert": str(codert_path)}
+    args = {"models": {w: str(p) for w, p in models.items()}, "audio": audio, "codert": str(codert_path)}
     proc = subprocess.run(
         [sys.executable, "-c", _HIDDEN_LOADER, json.dumps(args)],
         cwd=tmp_path,  # not the repository: no implicit import of the working tree
@@ -225,8 +258,12 @@ def test_exported_files_load_where_nemo_codert_cannot_be_imported(codert, export
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
+
+def test_exported_files_load_where_nemo_codert_cannot_be_imported(codert, exported, audio, tmp_path):
+    model, codert_path = codert
+    result = _load_without_codert(exported, audio, codert_path, tmp_path)
     assert result["codert_importable"] is False
     # The CoDERT .nemo itself is refused there (its target is outside NeMo's allowed prefixes): the exports are
     # what makes the model usable.

@@ -41,12 +41,19 @@ def test_teacher_transcribe_with_timestamps_stays_on_the_teacher(corpus):
         assert student == [h.text for h in model.transcribe(audio, verbose=False)]
 
 
-def test_change_vocabulary_keeps_the_pair_working(corpus, other_tokenizer):
+@pytest.mark.parametrize(
+    "ctc", [{}, {"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3}], ids=["ctc_on_logits", "aux_ctc_heads"]
+)
+def test_change_vocabulary_keeps_the_pair_working(corpus, other_tokenizer, ctc):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=tiny_config(corpus))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **ctc))
     model.change_vocabulary(str(other_tokenizer), "bpe")
     classes = model.tokenizer.vocab_size + 1
     assert model.tokenizer.vocab_size == 48
+    if ctc:  # NeMo's RNN-T change_vocabulary knows nothing of the heads: they must follow the tokenizer too
+        heads = (model.ctc_decoder, model.student_ctc_decoder)
+        assert [h.num_classes_with_blank for h in heads] == [classes, classes]
+        assert model.cfg.aux_ctc.decoder.num_classes == 48
     assert model.student_joint.pred is model.joint.pred and model.student_joint.joint_net is model.joint.joint_net
     assert model.joint.num_classes_with_blank == model.student_joint.num_classes_with_blank == classes
     assert isinstance(model.loss, CpuRNNTLoss) and model.ctc_loss._blank == classes - 1

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from nemo_codert.export.onnx import export_onnx_stock
 from nemo_codert.export.stock import SIDES, stock_model
 from nemo_codert.models import load_codert
-from nemo_codert.nemo_file import STOCK_TARGET, NemoFileError
+from nemo_codert.nemo_file import NemoFileError
 from nemo_codert.utils import atomic_path
 
 __all__ = ["main"]
@@ -33,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = Path(args.out).expanduser().resolve()
             with atomic_path(out) as tmp:
                 stock.save_to(str(tmp))
-            print(f"{args.which} of {args.nemo} -> {out} ({STOCK_TARGET})")
+            print(f"{args.which} of {args.nemo} -> {out} ({stock.cfg.target})")
             if args.onnx:
                 for path in export_onnx_stock(stock, Path(args.onnx).expanduser().resolve(), "model.onnx"):
                     print(f"onnx -> {path}")

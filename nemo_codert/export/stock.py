@@ -1,8 +1,9 @@
-"""One side of a CoDERT model as a stock NeMo ``EncDecRNNTBPEModel``: the one place that knows how a side becomes a
-stock config, state dict and tokenizer.
+"""One side of a CoDERT model as a stock NeMo ``EncDecRNNTBPEModel`` (or, for a side with an ``aux_ctc`` head,
+NeMo's hybrid ``EncDecHybridRNNTCTCBPEModel``): the one place that knows how a side becomes a stock config, state
+dict and tokenizer.
 
 The stock model's config is the CoDERT config with the chosen side's encoder, decoder and joint (the joint at that
-side's width) and NeMo's ``target``; its weights are the side's, loaded with ``strict=True``: every tensor of the
+side's width), its CTC head as ``aux_ctc.decoder`` where it has one, and NeMo's ``target``; its weights are the side's, loaded with ``strict=True``: every tensor of the
 stock model comes from the side and every tensor of the side lands in it. The tokenizer files travel inside the
 written ``.nemo`` as NeMo artifacts. Writes are atomic (``nemo_codert.utils.atomic_path``).
 """
@@ -26,7 +27,7 @@ from nemo.utils import model_utils
 from nemo.utils.app_state import AppState
 
 from nemo_codert.models import CodertRNNTBPEModel, load_codert
-from nemo_codert.nemo_file import STOCK_TARGET, NemoFileError
+from nemo_codert.nemo_file import HYBRID_TARGET, STOCK_TARGET, NemoFileError
 from nemo_codert.utils import atomic_path
 
 __all__ = ["SIDES", "export_side", "stock_config", "stock_model"]
@@ -58,16 +59,23 @@ def _side(model, which: str):
 
 
 def stock_config(model, which: str = "student") -> DictConfig:
-    """The config of a stock ``EncDecRNNTBPEModel`` equal to side ``which`` of a CoDERT ``model``.
+    """The config of a stock NeMo model equal to side ``which`` of a CoDERT ``model``.
 
     The CoDERT config without ``codert`` and ``student_encoder``; ``encoder``, ``decoder`` and ``joint`` are the
     side's (each module's own config, as NeMo built it), ``model_defaults.enc_hidden`` the side's encoder width and
-    ``target`` NeMo's class. The tokenizer section is the model's, to be pointed at readable files by the caller.
+    ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the
+    side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's, to be pointed at readable files by the caller.
     """
     side = _side(model, which)
     cfg = OmegaConf.to_container(model.cfg, resolve=True)
     for key in ("codert", "student_encoder", "target"):
         cfg.pop(key, None)
+    aux_ctc = cfg.pop("aux_ctc", None)
+    if side.ctc_decoder is not None:
+        cfg["aux_ctc"] = {
+            **aux_ctc,
+            "decoder": OmegaConf.to_container(side.ctc_decoder.to_config_dict(), resolve=True),
+        }
     if which == "student" and model.has_teacher:
         encoder_cfg = model.cfg.student_encoder
     else:  # teacher, or a student_only model whose `encoder` is the student
@@ -84,7 +92,7 @@ def stock_config(model, which: str = "student") -> DictConfig:
     cfg.setdefault("model_defaults", {})
     cfg["model_defaults"]["enc_hidden"] = width
     cfg["model_defaults"]["pred_hidden"] = cfg["joint"]["jointnet"]["pred_hidden"]
-    cfg["target"] = STOCK_TARGET
+    cfg["target"] = STOCK_TARGET if side.ctc_decoder is None else HYBRID_TARGET
     return OmegaConf.create(cfg)
 
 
@@ -139,9 +147,10 @@ def _copy_tokenizer_files(model, directory: Path) -> Dict[str, str]:
 
 
 def _side_state_dict(model, which: str, stock: EncDecRNNTBPEModel) -> Dict[str, torch.Tensor]:
-    """The side's tensors under the stock model's names: encoder, decoder and joint of the side, the rest shared."""
+    """The side's tensors under the stock model's names: encoder, decoder, joint (and CTC head) of the side, the rest
+    shared."""
     side = _side(model, which)
-    sources = {"encoder": side.encoder, "decoder": side.decoder, "joint": side.joint}
+    sources = {"encoder": side.encoder, "decoder": side.decoder, "joint": side.joint, "ctc_decoder": side.ctc_decoder}
     state: Dict[str, torch.Tensor] = {}
     for name, _ in stock.named_children():
         source = sources.get(name, getattr(model, name, None))
@@ -157,7 +166,8 @@ def _side_state_dict(model, which: str, stock: EncDecRNNTBPEModel) -> Dict[str, 
 
 @contextlib.contextmanager
 def stock_model(model_or_path: ModelOrPath, which: str = "student") -> Iterator[EncDecRNNTBPEModel]:
-    """A stock NeMo ``EncDecRNNTBPEModel`` holding side ``which`` of a CoDERT model (or ``.nemo`` path), in eval mode.
+    """A stock NeMo ``EncDecRNNTBPEModel`` (hybrid for a side with a CTC head: a subclass) holding side ``which`` of
+    a CoDERT model (or ``.nemo`` path), in eval mode.
 
     A context manager: the stock model's tokenizer artifacts are files in a temporary directory that exists until
     the ``with`` block ends, so save it (``save_to``) inside the block.
@@ -173,7 +183,7 @@ def stock_model(model_or_path: ModelOrPath, which: str = "student") -> Iterator[
         tokenizer.update(files)
         tokenizer["dir"] = tmp
         cfg.tokenizer = tokenizer
-        stock = EncDecRNNTBPEModel(cfg=cfg)
+        stock = model_utils.import_class_by_path(cfg.target)(cfg=cfg)
         stock.load_state_dict(_side_state_dict(model, which, stock), strict=True)
         # The config read back from the .nemo: the original tokenizer dir (informational; the files are
         # artifacts) and the dataset sections, as any NeMo model keeps them.

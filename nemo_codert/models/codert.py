@@ -5,9 +5,10 @@
 feed both encoders; the loss is
 
     teacher_rnnt_weight · L(teacher) + student_rnnt_weight · L(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ),
-    L = (1 - ctc_weight) · RNNT + ctc_weight · CTC(z)
+    L = (1 - w) · RNNT + w · CTC
 
-with z the encoder logits (``nemo_codert.losses.encoder_kd``), the teacher side of the KL detached, and the KL
+with z the encoder logits (``nemo_codert.losses.encoder_kd``), the CTC term on z (``model.codert.ctc_weight``) or
+on a CTC head of the side's own (NeMo's ``model.aux_ctc``, ``AuxCtcHeadsMixin``), the teacher side of the KL detached, and the KL
 never training a joint_net the two sides share. With
 ``share_decoder`` both encoders use one prediction network and joint ("implicit distillation"); the student's
 joint is a second ``RNNTJoint`` whose ``pred`` and ``joint_net`` *are* the teacher joint's modules and whose
@@ -21,14 +22,14 @@ The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes a
 
 This module holds the pair's structure. Its training objective and the concerns around it live in
 ``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
-metrics of both sides, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable
+metrics of both sides, the auxiliary CTC heads, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable
 shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
 
 Layout per mode:
-    tandem / static_teacher: teacher = (encoder, decoder, joint); student = (student_encoder,
-        decoder or student_decoder, student_joint).
-    student_only: a stock NeMo transducer whose ``encoder`` is built from ``model.student_encoder``: no teacher
-        module exists, so its cost and WER are an honest baseline.
+    tandem / static_teacher: teacher = (encoder, decoder, joint[, ctc_decoder in tandem]); student =
+        (student_encoder, decoder or student_decoder, student_joint[, student_ctc_decoder]).
+    student_only: a stock NeMo transducer (with ``aux_ctc``: NeMo's hybrid layout) whose ``encoder`` is built from
+        ``model.student_encoder``: no teacher module exists, so its cost and WER are an honest baseline.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from nemo_codert.models.config import CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
 from nemo_codert.models.mixins import (
     AtomicSaveMixin,
+    AuxCtcHeadsMixin,
     KdGateMixin,
     NormStatisticsGuardMixin,
     PairLossesMixin,
@@ -65,6 +67,7 @@ __all__ = ["CodertRNNTBPEModel"]
 
 class CodertRNNTBPEModel(
     AtomicSaveMixin,
+    AuxCtcHeadsMixin,
     KdGateMixin,
     NormStatisticsGuardMixin,
     ResumableShuffleMixin,
@@ -98,6 +101,7 @@ class CodertRNNTBPEModel(
         self.codert: CodertConfig = codert
         self._infer_teacher = False  # True only inside use_side("teacher"): which side NeMo's inference runs
         self._student_hidden = student_hidden
+        self._build_ctc_heads()
         self._setup_losses()
 
         if self.has_teacher:
@@ -123,12 +127,12 @@ class CodertRNNTBPEModel(
             self.loss = CpuRNNTLoss(
                 num_classes=num_classes, loss_name=loss_name, loss_kwargs=loss_kwargs, reduction=reduction
             )
-        if self.codert.ctc_weight > 0:
-            # NeMo's CTC loss over the encoder logits; blank is the last class there as in NeMo's CTC decoders.
+        if self.ctc_weight > 0:
+            # NeMo's CTC loss over the encoder logits or the aux_ctc heads; blank is the last class in both.
             self.ctc_loss = CTCLoss(
                 num_classes=num_classes,
                 zero_infinity=True,  # a too-short utterance for its transcript gives 0, not inf
-                reduction=reduction,
+                reduction=self.ctc_reduction,
             )
 
     # ------------------------------------------------------------------ structure
@@ -145,13 +149,16 @@ class CodertRNNTBPEModel(
     def student(self) -> TransducerSide:
         """The student transducer (what gets deployed)."""
         if not self.has_teacher:
-            return TransducerSide(self.encoder, self.decoder, self.joint, self.decoding, self.wer)
+            return TransducerSide(
+                self.encoder, self.decoder, self.joint, self.decoding, self.wer, getattr(self, "ctc_decoder", None)
+            )
         return TransducerSide(
             self.student_encoder,
             self._student_prediction_net,
             self.student_joint,
             self.student_decoding,
             self.student_wer,
+            getattr(self, "student_ctc_decoder", None),
         )
 
     @property
@@ -163,7 +170,14 @@ class CodertRNNTBPEModel(
     def teacher(self) -> TransducerSide:
         if not self.has_teacher:
             raise ValueError("model.codert.mode is 'student_only': this model has no teacher")
-        return TransducerSide(self.encoder, self.decoder, self.joint, self.teacher_decoding, self.teacher_wer)
+        return TransducerSide(
+            self.encoder,
+            self.decoder,
+            self.joint,
+            self.teacher_decoding,
+            self.teacher_wer,
+            getattr(self, "ctc_decoder", None),
+        )
 
     def _build_student_decoder_and_joint(self) -> None:
         """The student's prediction network (only with ``share_decoder: false``) and its joint, whose ``enc``
@@ -209,8 +223,9 @@ class CodertRNNTBPEModel(
         new_tokenizer_type: str,
         decoding_cfg: Optional[DictConfig] = None,
     ) -> None:
-        """NeMo's ``change_vocabulary`` for the pair: new teacher decoder and joint (NeMo), then the student's joint
-        rebuilt and re-shared, the losses rebuilt at the new vocabulary, both decodings rebuilt."""
+        """NeMo's ``change_vocabulary`` for the pair: new teacher decoder and joint (NeMo), then the aux_ctc heads
+        and the student's joint rebuilt (re-shared), the losses rebuilt at the new vocabulary, both decodings
+        rebuilt."""
         if self.codert.mode == "static_teacher":
             raise ValueError(
                 "change_vocabulary: model.codert.mode is 'static_teacher', whose prediction network and joint are the "
@@ -218,6 +233,7 @@ class CodertRNNTBPEModel(
                 "vocabulary (and fine-tune it) first, or train in tandem"
             )
         super().change_vocabulary(new_tokenizer_dir, new_tokenizer_type, decoding_cfg)
+        self._build_ctc_heads()  # NeMo's RNN-T model knows nothing of aux_ctc heads
         self._setup_losses()  # NeMo's rebuild drops the configured loss (and knows nothing of the CTC term)
         if self.has_teacher:
             self._build_student_decoder_and_joint()

@@ -38,7 +38,8 @@ class CodertConfig:
     # CUDA tensors always go to NeMo's numba kernel.
     cpu_rnnt_loss: str = "vectorised"
     # Auxiliary CTC on each side's encoder logits (blank last, as NeMo's CTC expects): side loss =
-    # (1 - w)·RNNT + w·CTC, NeMo's hybrid-model convention. No new parameters, so the export is unchanged.
+    # (1 - w)·RNNT + w·CTC, NeMo's hybrid-model convention. No new parameters, so the export is unchanged. The
+    # alternative is NeMo's own `model.aux_ctc` section (a CTC head per encoder); one or the other.
     ctc_weight: float = 0.0
     # The teacher encoder learns at optim.lr × this scale (tandem). A wider encoder wants a smaller Adam step: at the
     # shared lr the 3x larger teacher of codert_small trailed its student; at half of it, it leads (kd_sweep.md).
@@ -73,6 +74,17 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ValueError(f"model.codert.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
+    aux_ctc = model_cfg.get("aux_ctc", None)
+    if aux_ctc is not None:
+        aux_weight = aux_ctc.get("ctc_loss_weight", 0.5)
+        if not 0.0 <= aux_weight <= 1.0:
+            raise ValueError(f"model.aux_ctc.ctc_loss_weight: must be in [0, 1], got {aux_weight}")
+        if cfg.ctc_weight > 0:
+            raise ValueError(
+                "model.codert.ctc_weight and model.aux_ctc: choose one auxiliary CTC term, not both: ctc_weight scores "
+                "the encoder logits (no new parameters), aux_ctc adds NeMo's CTC head per encoder (set "
+                "model.codert.ctc_weight=0 to use it)"
+            )
     reduction = model_cfg.get("rnnt_reduction", "mean_batch")
     if reduction not in KD_REDUCTIONS:
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -14,10 +15,12 @@ __all__ = ["TransducerSide"]
 
 @dataclass
 class TransducerSide:
-    """Encoder, prediction network, joint, and the decoding/WER built on that decoder and joint."""
+    """Encoder, prediction network, joint, the decoding/WER built on that decoder and joint, and the side's
+    auxiliary CTC head (``model.aux_ctc``; None without one)."""
 
     encoder: torch.nn.Module
     decoder: torch.nn.Module
     joint: torch.nn.Module
     decoding: RNNTBPEDecoding
     wer: WER
+    ctc_decoder: Optional[torch.nn.Module] = None

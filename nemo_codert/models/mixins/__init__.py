@@ -2,6 +2,7 @@
 names the calls its host model makes."""
 
 from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
+from nemo_codert.models.mixins.aux_ctc_heads import AuxCtcHeadsMixin
 from nemo_codert.models.mixins.kd_gate import KdGateMixin
 from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
 from nemo_codert.models.mixins.pair_losses import PairLossesMixin
@@ -11,6 +12,7 @@ from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
 
 __all__ = [
     "AtomicSaveMixin",
+    "AuxCtcHeadsMixin",
     "KdGateMixin",
     "NormStatisticsGuardMixin",
     "PairLossesMixin",

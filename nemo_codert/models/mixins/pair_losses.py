@@ -20,7 +20,8 @@ _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd
 
 class PairLossesMixin:
     """teacher_rnnt_weight · L(teacher) + student_rnnt_weight · L(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ), with
-    L = (1 - ctc_weight) · RNNT + ctc_weight · CTC(z) per side and z a side's encoder logits.
+    L = (1 - w) · RNNT + w · CTC per side and z a side's encoder logits; the CTC term scores z or the side's aux_ctc
+    head (``AuxCtcHeadsMixin``: ``ctc_weight``, ``_ctc_log_probs``).
 
     The host model is a NeMo RNN-T model whose ``encoder`` is the teacher's. It provides ``codert`` (the parsed
     ``model.codert`` section), ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_features`` (one
@@ -99,17 +100,17 @@ class PairLossesMixin:
     def _with_ctc(
         self,
         rnnt: torch.Tensor,
-        logits: torch.Tensor,
+        log_probs: Optional[torch.Tensor],
         lengths: torch.Tensor,
         transcript: torch.Tensor,
         transcript_len: torch.Tensor,
     ) -> tuple:
-        """(side loss, CTC term or None): (1 - w)·RNNT + w·CTC on the encoder logits, NeMo's hybrid convention."""
-        w = self.codert.ctc_weight
-        if w == 0:
+        """(side loss, CTC term or None): (1 - w)·RNNT + w·CTC(log_probs), NeMo's hybrid convention."""
+        if log_probs is None:
             return rnnt, None
+        w = self.ctc_weight
         ctc = self.ctc_loss(
-            log_probs=logits.log_softmax(dim=-1),
+            log_probs=log_probs,
             targets=transcript,
             input_lengths=lengths,
             target_lengths=transcript_len,
@@ -156,8 +157,10 @@ class PairLossesMixin:
             student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
         )
         out = {"rnnt_student": rnnt_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
+        # Shape (a) of the CTC term scores the encoder logits, which the KD term below then reuses.
         z_s = encoder_logits(student.joint, enc_s) if self.codert.ctc_weight > 0 else None
-        loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, z_s, enc_s_len, transcript, transcript_len)
+        ctc_in = self._ctc_log_probs(student.ctc_decoder, enc_s, z_s)
+        loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, ctc_in, enc_s_len, transcript, transcript_len)
         loss = self.codert.student_rnnt_weight * loss_s
 
         if self.has_teacher:
@@ -175,7 +178,8 @@ class PairLossesMixin:
                 rnnt_t, _, _ = self._transducer_loss(
                     self.teacher, enc_t, enc_t_len, *decoded["teacher"], transcript, transcript_len, False
                 )
-                loss_t, out["ctc_teacher"] = self._with_ctc(rnnt_t, z_t, enc_t_len, transcript, transcript_len)
+                ctc_in = self._ctc_log_probs(self.teacher.ctc_decoder, enc_t, z_t)
+                loss_t, out["ctc_teacher"] = self._with_ctc(rnnt_t, ctc_in, enc_t_len, transcript, transcript_len)
                 loss = loss + self.codert.teacher_rnnt_weight * loss_t
                 out["rnnt_teacher"] = rnnt_t
             scale = self.kd_scale()
