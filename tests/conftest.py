@@ -47,3 +47,20 @@ def good(corpus):
         audio = Path(item["audio_filepath"])
         item["audio_filepath"] = str(audio if audio.is_absolute() else corpus.train_manifest.parent / audio)
     return items
+
+
+@pytest.fixture(scope="session")
+def librispeech_tree(corpus, tmp_path_factory):
+    """(root, {utterance id: text}): a LibriSpeech-shaped tree of the corpus (``helpers.librispeech_tree``)."""
+    from helpers.librispeech_tree import write_librispeech_tree
+
+    root = tmp_path_factory.mktemp("librispeech")
+    return root, write_librispeech_tree(corpus, root)
+
+
+@pytest.fixture(scope="session")
+def prepared_librispeech(librispeech_tree, tmp_path_factory):
+    """That tree through ``nemo_codert.data.librispeech.prepare_librispeech`` (a 64-piece tokenizer)."""
+    from nemo_codert.data.librispeech import prepare_librispeech
+
+    return prepare_librispeech(librispeech_tree[0], tmp_path_factory.mktemp("prepared") / "librispeech", vocab_size=64)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nemo_codert.models.config import parse_codert_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def _compose(name: str, overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name=name, overrides=list(overrides))
+from helpers.factories import compose_config
 
 
 def test_the_static_config_is_codert_small_with_a_frozen_teacher_and_its_own_lambda():
-    small, static = _compose("codert_small"), _compose("codert_small_static", ["model.codert.teacher_nemo=/t.nemo"])
+    small, static = compose_config("codert_small"), compose_config(
+        "codert_small_static", ["model.codert.teacher_nemo=/t.nemo"]
+    )
     assert static.model.codert.mode == "static_teacher" and static.model.codert.kd_weight == 1.0
     assert small.model.codert.kd_weight == 0.1
     # Everything else is codert_small's: the same student, data, optimiser and budget.
@@ -29,6 +23,6 @@ def test_the_static_config_is_codert_small_with_a_frozen_teacher_and_its_own_lam
 
 
 def test_the_static_config_without_a_teacher_names_the_missing_key():
-    cfg = _compose("codert_small_static")
+    cfg = compose_config("codert_small_static")
     with pytest.raises(ValueError, match="model.codert.teacher_nemo: mode 'static_teacher' needs the path"):
         parse_codert_config(cfg.model)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -17,36 +16,7 @@ import torch
 from nemo_codert.data.librispeech import LibriSpeechError, prepare_librispeech
 
 from helpers.factories import REPO, make_trainer, manifest_lines, tiny_config
-
-PARTS = {"train-clean-5": "train_manifest", "dev-clean-2": "dev_manifest"}
-
-
-def _write_tree(corpus, root: Path, chapters_per_speaker: int = 2) -> dict:
-    """``root/LibriSpeech/<part>/<speaker>/<chapter>/...`` from the corpus; returns {utterance id: lower-case text}."""
-    texts, speaker = {}, 100
-    for part, manifest in PARTS.items():
-        by_voice = defaultdict(list)
-        for entry in manifest_lines(getattr(corpus, manifest)):
-            by_voice[entry["voice"]].append(entry)
-        for entries in by_voice.values():  # a speaker per voice; parts have speakers of their own, as LibriSpeech
-            speaker += 1
-            for i, entry in enumerate(entries):
-                chapter = 1000 + i % chapters_per_speaker
-                folder = root / "LibriSpeech" / part / str(speaker) / str(chapter)
-                folder.mkdir(parents=True, exist_ok=True)
-                utterance = f"{speaker}-{chapter}-{i:04d}"
-                audio, rate = sf.read(entry["audio_filepath"])
-                sf.write(folder / f"{utterance}.flac", audio, rate, format="FLAC")
-                with open(folder / f"{speaker}-{chapter}.trans.txt", "a") as f:
-                    f.write(f"{utterance} {entry['text'].upper()}\n")
-                texts[utterance] = entry["text"]
-    return texts
-
-
-@pytest.fixture(scope="module")
-def tree(corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("librispeech")
-    return root, _write_tree(corpus, root)
+from helpers.librispeech_tree import PARTS
 
 
 def _script():
@@ -56,12 +26,12 @@ def _script():
     return module
 
 
-def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, tree, tmp_path, capsys):
+def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, librispeech_tree, tmp_path, capsys):
     from lhotse import CutSet
 
     from nemo_codert.models import CodertRNNTBPEModel
 
-    root, texts = tree
+    root, texts = librispeech_tree
     out = tmp_path / "prepared"
     assert _script().main(["--corpus-dir", str(root), "--out", str(out), "--vocab-size", "64"]) == 0
     printed = capsys.readouterr().out

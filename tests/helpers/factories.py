@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,6 +42,14 @@ def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> 
         OmegaConf.update(cfg, key, value, force_add=True)
     OmegaConf.resolve(cfg)
     return cfg.model
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """`conf/<name>.yaml` with hydra `overrides`, composed as hydra composes it for `examples/train_codert.py`."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return compose(config_name=name, overrides=list(overrides))
 
 
 def make_trainer(max_steps: int = 1, **kwargs: Any):
