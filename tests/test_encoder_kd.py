@@ -74,3 +74,18 @@ def test_rejects_reductions_it_cannot_follow():
     logits = torch.randn(2, 4, 9)
     with pytest.raises(ValueError, match="reduction 'mean_volume'"):
         encoder_kd_loss(logits, logits, torch.tensor([4, 3]), reduction="mean_volume")
+
+
+def test_kd_is_computed_in_float32_from_bf16_logits_and_under_autocast():
+    """Under bf16 mixed precision (the GPU configs) the KL of near-equal distributions would be mostly rounding."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 6, 9).bfloat16(), torch.randn(2, 6, 9).bfloat16()
+    lengths = torch.tensor([6, 4])
+    reference = encoder_kd_loss(student.float(), teacher.float(), lengths)
+    kd = encoder_kd_loss(student, teacher, lengths)
+    assert kd.dtype == torch.float32
+    torch.testing.assert_close(kd, reference)  # the same bf16 values, computed in float32: no rounding of the KL
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kd = encoder_kd_loss(student, teacher, lengths)
+    assert kd.dtype == torch.float32
+    torch.testing.assert_close(kd, reference)
