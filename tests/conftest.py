@@ -51,11 +51,11 @@ def good(corpus):
 
 @pytest.fixture(scope="session")
 def librispeech_tree(corpus, tmp_path_factory):
-    """(root, {utterance id: text}): a LibriSpeech-shaped tree of the corpus (``helpers.librispeech_tree``)."""
-    from helpers.librispeech_tree import write_librispeech_tree
+    """(root, {utterance id: text}): a LibriSpeech-shaped tree of the corpus (``nemo_codert.data.librispeech_like``)."""
+    from nemo_codert.data.librispeech_like import write_librispeech_like
 
     root = tmp_path_factory.mktemp("librispeech")
-    return root, write_librispeech_tree(corpus, root)
+    return root, write_librispeech_like(corpus.root, root)
 
 
 @pytest.fixture(scope="session")

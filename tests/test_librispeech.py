@@ -1,11 +1,11 @@
 """LibriSpeech preparation (``examples/prepare_librispeech.py``, lhotse's recipe underneath) on a LibriSpeech-shaped
-tree made from the eSpeak test corpus: FLAC audio, upper-case transcripts, several speakers and chapters, two parts;
-then a few training steps from its output through NeMo's lhotse dataloader."""
+tree made from the eSpeak test corpus (``nemo_codert.data.librispeech_like``: FLAC audio, upper-case transcripts,
+several speakers and chapters, two parts); then a few training steps from its output through NeMo's lhotse
+dataloader."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -14,9 +14,9 @@ import soundfile as sf
 import torch
 
 from nemo_codert.data.librispeech import LibriSpeechError, prepare_librispeech
+from nemo_codert.data.librispeech_like import PARTS
 
 from helpers.factories import REPO, make_trainer, manifest_lines, tiny_config
-from helpers.librispeech_tree import PARTS
 
 
 def _script():
