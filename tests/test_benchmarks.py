@@ -3,7 +3,6 @@ NeMo models and .nemo files. (What they measure is reported by the benchmarks; n
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers.factories import benchmark_module
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = [
@@ -62,18 +63,6 @@ TINY = [
     "--set",
     "model.model_defaults.joint_hidden=32",
 ]
-
-
-def _script(name: str):
-    """A benchmark script as a module; its directory goes on sys.path, as it is for ``python benchmarks/x.py``, so
-    its imports of sibling scripts (``common``, ``paper_table``) resolve."""
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _run(args, cwd=REPO):
@@ -161,7 +150,7 @@ def test_a_table_over_chosen_systems_and_seeds_reuses_the_full_tables_runs(paper
 
 
 def test_paper_table_rejects_inconsistent_settings(capsys):
-    module = _script("paper_table")
+    module = benchmark_module("paper_table")
     with pytest.raises(SystemExit):
         module.parse_args(["--steps", "10", "--val-every", "3"])
     assert "multiple of --val-every" in capsys.readouterr().err
@@ -171,7 +160,7 @@ def test_paper_table_rejects_inconsistent_settings(capsys):
 
 
 def test_viterbi_path_is_the_best_alignment():
-    viterbi_path = _script("entropy").viterbi_path
+    viterbi_path = benchmark_module("entropy").viterbi_path
     rng = np.random.default_rng(0)
     T, U, V1, blank = 4, 2, 5, 4
     logits = rng.normal(size=(T, U + 1, V1)) * 3
@@ -233,7 +222,7 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_
     new default cannot reuse runs trained with the old one."""
     from omegaconf import OmegaConf
 
-    pt = _script("paper_table")
+    pt = benchmark_module("paper_table")
     shipped = OmegaConf.load(REPO / "conf" / "codert_small.yaml").model.codert.kd_weight
     settings = pt.PRESETS["quick"]
     for name in ("codert", "static_teacher", "codert_own_decoder"):
@@ -254,8 +243,8 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
     import argparse
 
-    kd = _script("kd_sweep")
-    pt = _script("paper_table")
+    kd = benchmark_module("kd_sweep")
+    pt = benchmark_module("paper_table")
     teacher = str(tmp_path / "teacher.nemo")
     args = argparse.Namespace(lambdas=[0.1, 1.0], taus=[1.0], teacher_nemo=teacher)
     points = kd.plan(args, pt.PRESETS["quick"], tmp_path, tmp_path / "work")
@@ -276,3 +265,19 @@ def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp
         argparse.Namespace(lambdas=[0.1], taus=[1.0], teacher_nemo=None), pt.PRESETS["quick"], tmp_path, tmp_path
     )
     assert {p["name"] for p in tandem} == {"student_only", "tandem_implicit", "codert-l0.1-t1"}
+
+
+def test_scale_check_runs_each_system_on_the_librispeech_path(tmp_path):
+    """The full-size check (GPU, 200 steps) shrunk to a CPU smoke run: corpus -> LibriSpeech-shaped tree -> prepared
+    data -> codert_fastconformer through lhotse, three systems, each in its own process, one report."""
+    scale_check = benchmark_module("scale_check")
+    argv = ["--shrink", "--steps", "4", "--hours", "0.02", "--batch-duration", "12", "--vocab-size", "64"]
+    assert scale_check.main([*argv, "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "scale_check_cpu.json").read_text())
+    rows = {r["system"]: r for r in summary["rows"]}
+    assert list(rows) == ["tandem", "teacher_only", "student_only"]
+    assert rows["tandem"]["parameters"] > rows["teacher_only"]["parameters"] > rows["student_only"]["parameters"]
+    for row in rows.values():
+        assert row["steps"] == 4 and row["step_seconds"] > 0 and row["peak_bytes"] > 0
+        assert math.isfinite(row["loss_first_quarter"]) and math.isfinite(row["loss_last_quarter"])
+    assert "| tandem |" in (tmp_path / "scale_check_cpu.md").read_text()

@@ -15,20 +15,11 @@ from nemo.collections.asr.models import EncDecRNNTModel
 
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import REPO, compose_config, make_trainer
+from helpers.factories import REPO, benchmark_module, compose_config, make_trainer
 
-SHRINK = [
-    "model.encoder.n_layers=1",
-    "model.encoder.d_model=48",
-    "model.encoder.n_heads=2",
-    "model.encoder.subsampling_conv_channels=16",
-    "model.student_encoder.n_layers=1",
-    "model.student_encoder.d_model=24",
-    "model.student_encoder.n_heads=2",
-    "model.student_encoder.subsampling_conv_channels=8",
-    "model.model_defaults.pred_hidden=32",
-    "model.model_defaults.joint_hidden=32",
-]
+# The shrink overrides of the scale check (benchmarks/scale_check.py): one list for both.
+SHRINK = list(benchmark_module("scale_check").SHRINK)
+
 # The GPU settings a 2-core CPU test cannot use, and a budget of two steps.
 CPU = [
     "trainer.accelerator=cpu",

@@ -4,7 +4,9 @@ shipped configs, so real NeMo models train in seconds on 2 CPU cores, a quiet CP
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,3 +78,15 @@ def write_manifest(path: Path, items) -> Path:
     """Writes `items` to `path`, one a line: dicts as JSON, strings as they are (to write broken lines)."""
     path.write_text("".join((i if isinstance(i, str) else json.dumps(i)) + "\n" for i in items))
     return path
+
+
+def benchmark_module(name: str):
+    """A benchmark script as a module; its directory goes on sys.path, as it is for ``python benchmarks/x.py``, so
+    its imports of sibling scripts (``common``, ``paper_table``) resolve."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return sys.modules[name]
