@@ -160,6 +160,17 @@ def test_subsampling_mismatch_is_a_clear_error(corpus):
         CodertRNNTBPEModel(cfg=cfg)
 
 
+def test_a_static_teacher_of_another_frame_rate_is_a_clear_error(corpus, tmp_path):
+    """The teacher's architecture comes from its .nemo: the error must name its factor, not the config's."""
+    _save_teacher(tiny_config(corpus, **{"encoder.subsampling_factor": 8}), tmp_path / "teacher.nemo")
+    cfg = tiny_config(
+        corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tmp_path / "teacher.nemo")}
+    )
+    assert cfg.encoder.subsampling_factor == cfg.student_encoder.subsampling_factor == 4
+    with pytest.raises(ValueError, match=r"model.student_encoder: subsampling factor 4 differs .* teacher .*'s 8"):
+        CodertRNNTBPEModel(cfg=cfg)
+
+
 def test_tokenizer_mismatch_is_a_clear_error(corpus, other_tokenizer, tmp_path):
     # A teacher trained with another vocabulary: same text, different BPE size.
     teacher_cfg = tiny_config(corpus, **{"tokenizer.dir": str(other_tokenizer)})
