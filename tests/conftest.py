@@ -51,7 +51,7 @@ def good(corpus):
 
 @pytest.fixture(scope="session")
 def librispeech_tree(corpus, tmp_path_factory):
-    """(root, {utterance id: text}): a LibriSpeech-shaped tree of the corpus (``nemo_codert.data.librispeech_like``)."""
+    """(root, {utterance id: text}): the corpus as a LibriSpeech tree (``nemo_codert.data.librispeech_like``)."""
     from nemo_codert.data.librispeech_like import write_librispeech_like
 
     root = tmp_path_factory.mktemp("librispeech")

@@ -3,8 +3,9 @@ NeMo's hybrid ``EncDecHybridRNNTCTCBPEModel``): the one place that knows how a s
 dict and tokenizer.
 
 The stock model's config is the CoDERT config with the chosen side's encoder, decoder and joint (the joint at that
-side's width), its CTC head as ``aux_ctc.decoder`` where it has one, and NeMo's ``target``; its weights are the side's, loaded with ``strict=True``: every tensor of the
-stock model comes from the side and every tensor of the side lands in it. The tokenizer files travel inside the
+side's width), its CTC head as ``aux_ctc.decoder`` where it has one, and NeMo's ``target``; its weights are the
+side's, loaded with ``strict=True``: every tensor of the stock model comes from the side and every tensor of the side
+lands in it. The tokenizer files travel inside the
 written ``.nemo`` as NeMo artifacts. Writes are atomic (``nemo_codert.utils.atomic_path``).
 """
 
@@ -64,7 +65,8 @@ def stock_config(model, which: str = "student") -> DictConfig:
     The CoDERT config without ``codert`` and ``student_encoder``; ``encoder``, ``decoder`` and ``joint`` are the
     side's (each module's own config, as NeMo built it), ``model_defaults.enc_hidden`` the side's encoder width and
     ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the
-    side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's, to be pointed at readable files by the caller.
+    side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's,
+    to be pointed at readable files by the caller.
     """
     side = _side(model, which)
     cfg = OmegaConf.to_container(model.cfg, resolve=True)

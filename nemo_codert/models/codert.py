@@ -8,8 +8,8 @@ feed both encoders; the loss is
     L = (1 - w) · RNNT + w · CTC
 
 with z the encoder logits (``nemo_codert.losses.encoder_kd``), the CTC term on z (``model.codert.ctc_weight``) or
-on a CTC head of the side's own (NeMo's ``model.aux_ctc``, ``AuxCtcHeadsMixin``), the teacher side of the KL detached, and the KL
-never training a joint_net the two sides share. With
+on a CTC head of the side's own (NeMo's ``model.aux_ctc``, ``AuxCtcHeadsMixin``), the teacher side of the KL
+detached, and the KL never training a joint_net the two sides share. With
 ``share_decoder`` both encoders use one prediction network and joint ("implicit distillation"); the student's
 joint is a second ``RNNTJoint`` whose ``pred`` and ``joint_net`` *are* the teacher joint's modules and whose
 ``enc`` is the student's own projection, so every NeMo component (decoding, WER, fused joint, export) works on the
@@ -22,8 +22,8 @@ The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes a
 
 This module holds the pair's structure. Its training objective and the concerns around it live in
 ``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
-metrics of both sides, the auxiliary CTC heads, atomic ``.nemo`` writes, the BatchNorm guard for non-finite batches, the resumable
-shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
+metrics of both sides, the auxiliary CTC heads, atomic ``.nemo`` writes, the BatchNorm guard for non-finite
+batches, the resumable shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint[, ctc_decoder in tandem]); student =
@@ -118,7 +118,7 @@ class CodertRNNTBPEModel(
         self.change_decoding_strategy(self.cfg.decoding, verbose=False)
 
     def _setup_losses(self) -> None:
-        """The RNN-T loss (vectorised on CPU tensors if asked) and the auxiliary CTC loss, at the current vocabulary."""
+        """The RNN-T loss (vectorised on CPU tensors if asked) and the auxiliary CTC loss at the current vocabulary."""
         num_classes = self.joint.num_classes_with_blank - 1
         reduction = self.cfg.get("rnnt_reduction", "mean_batch")
         if self.codert.cpu_rnnt_loss == "vectorised":

@@ -81,8 +81,8 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             raise ValueError(f"model.aux_ctc.ctc_loss_weight: must be in [0, 1], got {aux_weight}")
         if cfg.ctc_weight > 0:
             raise ValueError(
-                "model.codert.ctc_weight and model.aux_ctc: choose one auxiliary CTC term, not both: ctc_weight scores "
-                "the encoder logits (no new parameters), aux_ctc adds NeMo's CTC head per encoder (set "
+                "model.codert.ctc_weight and model.aux_ctc: choose one auxiliary CTC term, not both: ctc_weight "
+                "scores the encoder logits (no new parameters), aux_ctc adds NeMo's CTC head per encoder (set "
                 "model.codert.ctc_weight=0 to use it)"
             )
     reduction = model_cfg.get("rnnt_reduction", "mean_batch")
