@@ -7,7 +7,7 @@ import torch
 
 from nemo_codert.data.manifest import check_model_data
 
-from helpers.factories import make_trainer, tiny_config
+from helpers.factories import lhotse_train_ds, make_trainer, tiny_config
 
 
 @pytest.mark.slow
@@ -54,20 +54,7 @@ def test_lhotse_dataloader_with_duration_batching_and_buckets_trains(corpus):
     """`use_lhotse: true` (NeMo's lhotse dataloader): the corpus's CutSet, duration-based batches, 2 buckets."""
     from nemo_codert.models import CodertRNNTBPEModel
 
-    lhotse = {
-        "use_lhotse": True,
-        "cuts_path": str(corpus.train_cuts),
-        "manifest_filepath": None,
-        "batch_duration": 12.0,
-        "batch_size": None,
-        "use_bucketing": True,
-        "num_buckets": 2,
-        "bucket_buffer_size": 100,
-        "shuffle_buffer_size": 100,
-        "seed": 0,
-        "shuffle": True,
-    }
-    cfg = tiny_config(corpus, **{f"train_ds.{k}": v for k, v in lhotse.items()})
+    cfg = tiny_config(corpus, **lhotse_train_ds(corpus.train_cuts))
     assert check_model_data(cfg, corpus.root / "unused") == []  # lhotse data is lhotse's to read
     torch.manual_seed(0)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=3, limit_val_batches=0))

@@ -16,7 +16,7 @@ import torch
 from nemo_codert.data.librispeech import LibriSpeechError, prepare_librispeech
 from nemo_codert.data.librispeech_like import PARTS
 
-from helpers.factories import REPO, make_trainer, manifest_lines, tiny_config
+from helpers.factories import REPO, lhotse_train_ds, make_trainer, manifest_lines, tiny_config
 
 
 def _script():
@@ -53,20 +53,7 @@ def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, lib
     tokenizer = out / "tokenizer_spe_bpe_v64"
     assert {"tokenizer.model", "tokenizer.vocab", "vocab.txt"} <= {p.name for p in tokenizer.iterdir()}
 
-    lhotse = {
-        "use_lhotse": True,
-        "cuts_path": str(out / "cuts" / "train-clean-5.jsonl.gz"),
-        "manifest_filepath": None,
-        "batch_duration": 12.0,
-        "batch_size": None,
-        "use_bucketing": True,
-        "num_buckets": 2,
-        "bucket_buffer_size": 100,
-        "shuffle_buffer_size": 100,
-        "seed": 0,
-        "shuffle": True,
-    }
-    overrides = {f"train_ds.{k}": v for k, v in lhotse.items()}
+    overrides = lhotse_train_ds(out / "cuts" / "train-clean-5.jsonl.gz")
     overrides |= {
         "tokenizer.dir": str(tokenizer),
         "validation_ds.manifest_filepath": str(out / "manifests/dev-clean-2.json"),

@@ -54,6 +54,25 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
+def lhotse_train_ds(cuts_path) -> dict:
+    """``tiny_config`` overrides that train from a CutSet through NeMo's lhotse dataloader: duration batches (12 s of
+    audio), 2 buckets."""
+    lhotse = {
+        "use_lhotse": True,
+        "cuts_path": str(cuts_path),
+        "manifest_filepath": None,
+        "batch_duration": 12.0,
+        "batch_size": None,
+        "use_bucketing": True,
+        "num_buckets": 2,
+        "bucket_buffer_size": 100,
+        "shuffle_buffer_size": 100,
+        "seed": 0,
+        "shuffle": True,
+    }
+    return {f"train_ds.{k}": v for k, v in lhotse.items()}
+
+
 def make_trainer(max_steps: int = 1, **kwargs: Any):
     from nemo_codert.utils import quiet_trainer
 
