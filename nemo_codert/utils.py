@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Union
 
 __all__ = [
+    "atomic_dir",
     "atomic_path",
     "flush_denormals",
     "quiet_trainer",
@@ -27,7 +28,8 @@ def atomic_path(out: Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{out.suffix}"
+    # The whole suffix (``.jsonl.gz``, not ``.gz``): writers such as lhotse's pick the format from it.
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{''.join(out.suffixes)}"
     try:
         yield tmp
         if not tmp.is_file():
@@ -38,6 +40,24 @@ def atomic_path(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """A temporary sibling directory path (not yet created) to build ``out`` in; renamed to ``out`` when the block
+    succeeds, unless ``out`` exists by then (a complete earlier or concurrent build: it is kept), and removed in any
+    case. Readers see no ``out`` or a complete one."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        yield tmp
+        if not out.exists():
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def flush_denormals() -> bool:

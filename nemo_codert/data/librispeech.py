@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from nemo_codert.data.tokenizer import train_tokenizer
-from nemo_codert.utils import atomic_path
+from nemo_codert.utils import atomic_dir, atomic_path
 
 __all__ = ["LIBRISPEECH_PARTS", "LibriSpeechError", "PreparedLibriSpeech", "check_part", "prepare_librispeech"]
 
@@ -125,8 +123,7 @@ def _write_part(cuts, cuts_path: Path, manifest_path: Path) -> None:
     """A part's CutSet and the NeMo manifest of the same utterances."""
     if not cuts_path.is_file():
         with atomic_path(cuts_path) as tmp:
-            cuts.to_file(tmp.with_suffix(".jsonl.gz"))  # lhotse picks the format from the suffix
-            os.replace(tmp.with_suffix(".jsonl.gz"), tmp)
+            cuts.to_file(tmp)
     if not manifest_path.is_file():
         with atomic_path(manifest_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for cut in cuts:
@@ -141,14 +138,9 @@ def _write_part(cuts, cuts_path: Path, manifest_path: Path) -> None:
 def _tokenizer(out: Path, texts: Sequence[str], vocab_size: int) -> Path:
     """NeMo's tokenizer directory name for a BPE model of ``vocab_size``; trained aside and renamed into place."""
     final = out / f"tokenizer_spe_bpe_v{vocab_size}"
-    if final.is_dir():
-        return final
-    tmp = out / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        train_tokenizer(texts, tmp, vocab_size)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not final.is_dir():
+        with atomic_dir(final) as tmp:
+            train_tokenizer(texts, tmp, vocab_size)
     return final
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nemo_codert.data.manifest import read_manifest
 from nemo_codert.data.synth import Corpus
+from nemo_codert.utils import atomic_dir
 
 __all__ = ["PARTS", "write_librispeech_like"]
 
@@ -28,39 +27,41 @@ __all__ = ["PARTS", "write_librispeech_like"]
 PARTS = {"train-clean-5": "train", "dev-clean-2": "dev"}
 
 
+def _plan(corpus: Corpus, chapters_per_speaker: int) -> List[Tuple[Path, Dict]]:
+    """(``<part>/<speaker>/<chapter>/<utterance id>``, corpus entry) of every utterance of the tree."""
+    plan, speaker = [], 100
+    for part, split in PARTS.items():
+        by_voice = defaultdict(list)
+        for entry in read_manifest(getattr(corpus, f"{split}_manifest")):
+            by_voice[entry.get("voice", "")].append(entry)
+        for entries in by_voice.values():
+            speaker += 1
+            for i, entry in enumerate(entries):
+                chapter = 1000 + i % chapters_per_speaker
+                plan.append((Path(part, str(speaker), str(chapter), f"{speaker}-{chapter}-{i:04d}"), entry))
+    return plan
+
+
 def write_librispeech_like(
     corpus_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], chapters_per_speaker: int = 2
 ) -> Dict[str, str]:
-    """Write the tree under ``out`` (built aside, renamed into place; an existing tree is kept); returns
+    """Write the tree under ``out`` (built aside, renamed into place; an existing tree is kept, not rebuilt); returns
     {utterance id: the corpus's (lower-case) text}."""
     import soundfile as sf
 
-    corpus = Corpus.at(Path(corpus_dir))
+    plan = _plan(Corpus.at(Path(corpus_dir)), chapters_per_speaker)
     final = Path(out) / "LibriSpeech"
-    tmp = Path(out) / f".LibriSpeech.{uuid.uuid4().hex[:8]}.tmp"
-    texts, speaker = {}, 100
-    try:
-        for part, split in PARTS.items():
-            by_voice = defaultdict(list)
-            for entry in read_manifest(getattr(corpus, f"{split}_manifest")):
-                by_voice[entry.get("voice", "")].append(entry)
-            for entries in by_voice.values():
-                speaker += 1
-                for i, entry in enumerate(entries):
-                    chapter = 1000 + i % chapters_per_speaker
-                    folder = tmp / part / str(speaker) / str(chapter)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    utterance = f"{speaker}-{chapter}-{i:04d}"
-                    audio, rate = sf.read(entry["audio_filepath"])
-                    sf.write(folder / f"{utterance}.flac", audio, rate, format="FLAC")
-                    with open(folder / f"{speaker}-{chapter}.trans.txt", "a", encoding="utf-8") as f:
-                        f.write(f"{utterance} {entry['text'].upper()}\n")
-                    texts[utterance] = entry["text"]
-        if not final.exists():
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return texts
+    if not final.exists():
+        with atomic_dir(final) as tmp:
+            for utterance, entry in plan:
+                folder = tmp / utterance.parent
+                folder.mkdir(parents=True, exist_ok=True)
+                audio, rate = sf.read(entry["audio_filepath"])
+                sf.write(folder / f"{utterance.name}.flac", audio, rate, format="FLAC")
+                speaker, chapter = utterance.parts[1:3]
+                with open(folder / f"{speaker}-{chapter}.trans.txt", "a", encoding="utf-8") as f:
+                    f.write(f"{utterance.name} {entry['text'].upper()}\n")
+    return {utterance.name: entry["text"] for utterance, entry in plan}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
 
-__all__ = ["CodertConfig", "MODES", "parse_codert_config"]
+__all__ = ["CodertConfig", "MODES", "aux_ctc_weight", "parse_codert_config"]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
 #: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
@@ -52,6 +52,12 @@ class CodertConfig:
     kd_start: str = "always"
 
 
+def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
+    """``model.aux_ctc.ctc_loss_weight`` (NeMo's hybrid models default it to 0.5); None without an aux_ctc section."""
+    aux_ctc = model_cfg.get("aux_ctc", None)
+    return None if aux_ctc is None else float(aux_ctc.get("ctc_loss_weight", 0.5))
+
+
 def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
     """Validate ``model.codert`` (missing section = all defaults) and ``model.student_encoder``."""
     section = model_cfg.get("codert", None)
@@ -74,9 +80,8 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
         raise ValueError(f"model.codert.ctc_weight: must be in [0, 1], got {cfg.ctc_weight}")
-    aux_ctc = model_cfg.get("aux_ctc", None)
-    if aux_ctc is not None:
-        aux_weight = aux_ctc.get("ctc_loss_weight", 0.5)
+    aux_weight = aux_ctc_weight(model_cfg)
+    if aux_weight is not None:
         if not 0.0 <= aux_weight <= 1.0:
             raise ValueError(f"model.aux_ctc.ctc_loss_weight: must be in [0, 1], got {aux_weight}")
         if cfg.ctc_weight > 0:

@@ -10,6 +10,8 @@ from omegaconf import OmegaConf, open_dict
 
 from nemo.collections.asr.models import EncDecRNNTModel
 
+from nemo_codert.models.config import aux_ctc_weight
+
 __all__ = ["AuxCtcHeadsMixin"]
 
 # What NeMo's hybrid configs write under aux_ctc.decoder; the placeholders are filled in from the model, as NeMo does.
@@ -38,8 +40,8 @@ class AuxCtcHeadsMixin:
     @property
     def ctc_weight(self) -> float:
         """w of the side loss (1 - w)·RNNT + w·CTC, whichever shape carries it (NeMo's default 0.5 for aux_ctc)."""
-        aux = self.cfg.get("aux_ctc", None)
-        return float(aux.get("ctc_loss_weight", 0.5)) if aux is not None else self.codert.ctc_weight
+        weight = aux_ctc_weight(self.cfg)
+        return self.codert.ctc_weight if weight is None else weight
 
     @property
     def ctc_reduction(self) -> str:
