@@ -13,7 +13,7 @@ from nemo.collections.asr.modules import ConvASRDecoder
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import first_batch, make_trainer, tiny_config
+from helpers.factories import first_batch, logits_ctc, make_trainer, tiny_config
 
 
 def _grads(module):
@@ -22,7 +22,7 @@ def _grads(module):
 
 def test_ctc_term_is_nemo_ctc_on_the_encoder_logits_and_ignores_padding(corpus):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.3}))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **logits_ctc(0.3)))
     model.eval()  # no dropout/spec-augment: the hand computation below sees the same logits
     signal, signal_len, transcript, transcript_len = first_batch(model)
     assert signal_len.min() < signal_len.max(), "the batch must be ragged to test padding"
@@ -57,7 +57,7 @@ def _assert_padding_is_ignored(model, log_probs, lengths, transcript, transcript
 
 def test_ctc_trains_each_encoder_and_the_joint_but_not_the_prediction_network(corpus):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.5}))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **logits_ctc(0.5)))
     model.train()
     out = model.codert_losses(*first_batch(model))
 
@@ -72,15 +72,10 @@ def test_ctc_trains_each_encoder_and_the_joint_but_not_the_prediction_network(co
     assert not _grads(model.student_encoder)
 
 
-def _aux_ctc_config(corpus, **overrides):
-    """The tiny codert_small with NeMo's aux_ctc section (as written by a user: the head's sizes left to the model)
-    instead of CTC on the encoder logits."""
-    return tiny_config(corpus, **{"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3, **overrides})
-
-
 def test_aux_ctc_is_nemo_ctc_on_a_head_of_each_encoder_and_ignores_padding(corpus):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus))  # codert_small ships the aux_ctc heads, at 0.3
+    assert model.cfg.aux_ctc.ctc_loss_weight == 0.3 and model.codert.ctc_weight == 0.0 and model.ctc_weight == 0.3
     model.eval()
     vocab = model.tokenizer.vocab_size
     heads = {
@@ -114,7 +109,7 @@ def test_aux_ctc_is_nemo_ctc_on_a_head_of_each_encoder_and_ignores_padding(corpu
 
 def test_aux_ctc_trains_each_encoder_and_its_own_head_only(corpus):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus, **{"aux_ctc.ctc_loss_weight": 0.5}))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"aux_ctc.ctc_loss_weight": 0.5}))
     model.train()
     out = model.codert_losses(*first_batch(model))
 
@@ -132,7 +127,7 @@ def test_aux_ctc_trains_each_encoder_and_its_own_head_only(corpus):
 
 def test_student_only_with_aux_ctc_is_nemos_hybrid_layout(corpus):
     torch.manual_seed(0)
-    model = CodertRNNTBPEModel(cfg=_aux_ctc_config(corpus, **{"codert.mode": "student_only"}))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": "student_only"}))
     assert model.ctc_decoder._feat_in == model.encoder._feat_out == 24  # the encoder is the student's
     assert not hasattr(model, "student_ctc_decoder") and model.student.ctc_decoder is model.ctc_decoder
     out = model.codert_losses(*first_batch(model))
@@ -141,7 +136,7 @@ def test_student_only_with_aux_ctc_is_nemos_hybrid_layout(corpus):
 
 
 def test_without_ctc_there_is_no_ctc_term(corpus):
-    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.ctc_weight": 0.0}))
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **logits_ctc(0.0)))
     out = model.codert_losses(*first_batch(model))
     assert "ctc_student" not in out and "ctc_teacher" not in out and not hasattr(model, "ctc_loss")
     torch.testing.assert_close(out["loss"], out["rnnt_student"] + out["rnnt_teacher"] + out["kd_weighted"])

@@ -81,7 +81,7 @@ def test_tandem_kd_puts_no_gradient_on_teacher(corpus):
 
 @pytest.mark.parametrize(
     "teacher_cls, teacher_overrides",
-    [(EncDecRNNTBPEModel, {}), (EncDecHybridRNNTCTCBPEModel, _HYBRID)],
+    [(EncDecRNNTBPEModel, {"aux_ctc": None}), (EncDecHybridRNNTCTCBPEModel, _HYBRID)],
     ids=["rnnt_teacher", "hybrid_rnnt_ctc_teacher"],
 )
 def test_static_teacher_stays_bit_identical(corpus, tmp_path, teacher_cls, teacher_overrides):
@@ -119,12 +119,13 @@ def test_student_only_builds_no_teacher(corpus):
     assert model.encoder._feat_out == cfg.student_encoder.d_model
     with pytest.raises(ValueError, match="no teacher"):
         model.teacher
-    # Exactly the parameters of a stock NeMo transducer whose encoder is the student.
-    stock_cfg = tiny_config(corpus)
+    # Exactly the parameters of a stock NeMo hybrid transducer (codert_small ships the aux_ctc head) whose encoder is
+    # the student.
+    stock_cfg = tiny_config(corpus, **_HYBRID)
     with open_dict(stock_cfg):
         stock_cfg.encoder = stock_cfg.student_encoder
         stock_cfg.model_defaults.enc_hidden = stock_cfg.student_encoder.d_model
-    stock = EncDecRNNTBPEModel(cfg=stock_cfg)
+    stock = EncDecHybridRNNTCTCBPEModel(cfg=stock_cfg)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in stock.parameters())
 
     out = model.codert_losses(*first_batch(model))

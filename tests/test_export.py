@@ -33,7 +33,7 @@ from nemo_codert.export import main as export_main
 from nemo_codert.export import stock_model
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import REPO, first_batch, tiny_config
+from helpers.factories import REPO, first_batch, logits_ctc, tiny_config
 
 N_AUDIO = 3
 
@@ -90,7 +90,8 @@ def test_exported_side_is_a_stock_nemo_model_with_the_sides_outputs(codert, expo
     stock = ASRModel.restore_from(str(exported[which]), map_location="cpu")
     stock.eval()
 
-    assert type(stock) is EncDecRNNTBPEModel and stock.cfg.target == STOCK_TARGET
+    # codert_small ships NeMo's aux_ctc heads: each side exports as NeMo's hybrid RNN-T/CTC model, its head kept.
+    assert type(stock) is EncDecHybridRNNTCTCBPEModel and stock.cfg.target == HYBRID_TARGET
     assert "codert" not in stock.cfg and "student_encoder" not in stock.cfg
     with tarfile.open(exported[which]) as tar:  # tokenizer inside the file, not pointing at the corpus
         names = {Path(n).name for n in tar.getnames()}
@@ -103,13 +104,16 @@ def test_exported_side_is_a_stock_nemo_model_with_the_sides_outputs(codert, expo
     expected = {f"encoder.{k}": v for k, v in _tensors(side.encoder).items()}
     expected |= {f"decoder.{k}": v for k, v in _tensors(side.decoder).items()}
     expected |= {f"joint.{k}": v for k, v in _tensors(side.joint).items()}
+    expected |= {f"ctc_decoder.{k}": v for k, v in _tensors(side.ctc_decoder).items()}
     expected |= {f"preprocessor.{k}": v for k, v in model.preprocessor.state_dict().items()}
     got = stock.state_dict()
     assert set(got) == set(expected)
     for k, v in expected.items():
         assert torch.equal(got[k], v), k
-    side_params = {id(p): p.numel() for m in (side.encoder, side.decoder, side.joint) for p in m.parameters()}
+    modules = (side.encoder, side.decoder, side.joint, side.ctc_decoder)
+    side_params = {id(p): p.numel() for m in modules for p in m.parameters()}
     assert sum(p.numel() for p in stock.parameters()) == sum(side_params.values())
+    assert stock.cfg.aux_ctc.decoder.feat_in == side.encoder._feat_out
 
     # Encoder outputs: bit-identical to the side inside the CoDERT model, on real audio through NeMo's dataloader.
     signal, signal_len, _, _ = first_batch(model)
@@ -118,11 +122,15 @@ def test_exported_side_is_a_stock_nemo_model_with_the_sides_outputs(codert, expo
         b, b_len = stock(input_signal=signal, input_signal_length=signal_len)
     assert torch.equal(a, b) and torch.equal(a_len, b_len)
     assert b.shape[1] == side.encoder._feat_out
+    with torch.no_grad():
+        assert torch.equal(stock.ctc_decoder(encoder_output=b), side.ctc_decoder(encoder_output=a))
 
-    # Transcripts: exactly the side's.
+    # Transcripts: exactly the side's (NeMo's hybrid model decodes with the transducer by default).
     ours = _transcribe(model, audio, use_teacher=which == "teacher")
     assert _transcribe(stock, audio) == ours
     assert any(ours), "the untrained model should still emit tokens, or the comparison proves little"
+    stock.change_decoding_strategy(decoder_type="ctc", verbose=False)  # and with its CTC head when asked
+    assert len(_transcribe(stock, audio)) == len(audio)
 
 
 def _cfg_key(artifact):
@@ -144,8 +152,8 @@ def test_student_and_teacher_exports_differ(codert, exported, audio):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"codert.share_decoder": False}, {"joint.fuse_loss_wer": True}],
-    ids=["own_student_decoder", "fused_joint"],
+    [{"codert.share_decoder": False}, {"joint.fuse_loss_wer": True}, logits_ctc(0.3)],
+    ids=["own_student_decoder", "fused_joint", "ctc_on_encoder_logits"],
 )
 def test_other_layouts_export_exactly(corpus, audio, overrides):
     torch.manual_seed(1)
@@ -154,6 +162,9 @@ def test_other_layouts_export_exactly(corpus, audio, overrides):
     signal, signal_len, _, _ = first_batch(model)
     for which in ("student", "teacher"):
         with stock_model(model, which) as stock:  # strict=True load inside
+            # No aux_ctc head (CTC on the encoder logits has no parameters): a plain transducer.
+            plain = getattr(model, which).ctc_decoder is None
+            assert type(stock) is (EncDecRNNTBPEModel if plain else EncDecHybridRNNTCTCBPEModel), which
             with torch.no_grad(), model.use_side(which):
                 a, _ = model(input_signal=signal, input_signal_length=signal_len)
                 b, _ = stock(input_signal=signal, input_signal_length=signal_len)
@@ -167,44 +178,12 @@ def test_student_only_model_exports(corpus, audio, tmp_path):
     model.eval()
     out = export_side(model, "student", tmp_path / "baseline.nemo")
     stock = ASRModel.restore_from(str(out), map_location="cpu")
-    assert type(stock) is EncDecRNNTBPEModel
+    assert type(stock) is EncDecHybridRNNTCTCBPEModel  # the student with its aux_ctc head: NeMo's hybrid layout
     assert sum(p.numel() for p in stock.parameters()) == sum(p.numel() for p in model.parameters())
     assert _transcribe(stock, audio) == _transcribe(model, audio)
     with pytest.raises(ValueError, match="no teacher"):
         export_side(model, "teacher", tmp_path / "teacher.nemo")
     assert not (tmp_path / "teacher.nemo").exists()
-
-
-def test_a_side_with_an_aux_ctc_head_exports_as_nemos_hybrid_model(corpus, audio, tmp_path):
-    """With NeMo's aux_ctc section each side has a CTC head; the export keeps it: a stock hybrid RNN-T/CTC model that
-    transcribes with the side's transducer by default and with its head after switching NeMo's decoder type."""
-    torch.manual_seed(3)
-    cfg = tiny_config(corpus, **{"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3})
-    fresh = CodertRNNTBPEModel(cfg=cfg)
-    fresh.save_to(str(tmp_path / "codert.nemo"))
-    signal, signal_len, _, _ = first_batch(fresh)
-    model = CodertRNNTBPEModel.restore_from(str(tmp_path / "codert.nemo"), map_location="cpu")  # heads restored
-    model.eval()
-    exported = {}
-    for which in ("student", "teacher"):
-        exported[which] = export_side(tmp_path / "codert.nemo", which, tmp_path / f"{which}.nemo")
-        stock = ASRModel.restore_from(str(exported[which]), map_location="cpu")
-        stock.eval()
-        assert type(stock) is EncDecHybridRNNTCTCBPEModel and stock.cfg.target == HYBRID_TARGET
-        side = getattr(model, which)
-        head = {f"ctc_decoder.{k}": v for k, v in _tensors(side.ctc_decoder).items()}
-        assert head and all(torch.equal(stock.state_dict()[k], v) for k, v in head.items())
-        assert stock.cfg.aux_ctc.decoder.feat_in == side.encoder._feat_out
-        assert _transcribe(stock, audio) == _transcribe(model, audio, use_teacher=which == "teacher")
-        with torch.no_grad():
-            enc, _ = stock(input_signal=signal, input_signal_length=signal_len)
-            assert torch.equal(stock.ctc_decoder(encoder_output=enc), side.ctc_decoder(encoder_output=enc))
-        stock.change_decoding_strategy(decoder_type="ctc", verbose=False)
-        assert len(_transcribe(stock, audio)) == len(audio)
-
-    result = _load_without_codert({"student": exported["student"]}, audio, tmp_path / "codert.nemo", tmp_path)
-    assert result["classes"] == {"student": HYBRID_TARGET}
-    assert result["texts"]["student"] == _transcribe(model, audio)
 
 
 # ------------------------------------------------------------------------------------------------ without nemo_codert
@@ -261,16 +240,22 @@ def _load_without_codert(models, audio, codert_path, tmp_path) -> dict:
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def test_exported_files_load_where_nemo_codert_cannot_be_imported(codert, exported, audio, tmp_path):
+def test_exported_files_load_where_nemo_codert_cannot_be_imported(corpus, codert, exported, audio, tmp_path):
     model, codert_path = codert
-    result = _load_without_codert(exported, audio, codert_path, tmp_path)
+    torch.manual_seed(4)  # and a plain transducer: a model without aux_ctc heads
+    plain = CodertRNNTBPEModel(cfg=tiny_config(corpus, **logits_ctc(0.3)))
+    plain.eval()
+    plain_student = export_side(plain, "student", tmp_path / "plain_student.nemo")
+
+    result = _load_without_codert({**exported, "plain_student": plain_student}, audio, codert_path, tmp_path)
     assert result["codert_importable"] is False
     # The CoDERT .nemo itself is refused there (its target is outside NeMo's allowed prefixes): the exports are
     # what makes the model usable.
     assert result["codert_restored"] is False, result
-    assert result["classes"] == {w: STOCK_TARGET for w in exported}
+    assert result["classes"] == {"student": HYBRID_TARGET, "teacher": HYBRID_TARGET, "plain_student": STOCK_TARGET}
     assert result["texts"]["student"] == _transcribe(model, audio)
     assert result["texts"]["teacher"] == _transcribe(model, audio, use_teacher=True)
+    assert result["texts"]["plain_student"] == _transcribe(plain, audio)
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
@@ -387,7 +372,7 @@ def test_failed_save_leaves_no_file_and_keeps_the_old_one(codert, tmp_path, monk
         assert list(tmp_path.iterdir()) == [out]
 
     assert export_side(model, "student", out) == out.resolve()  # a successful export replaces it
-    assert type(ASRModel.restore_from(str(out), map_location="cpu")) is EncDecRNNTBPEModel
+    assert type(ASRModel.restore_from(str(out), map_location="cpu")) is EncDecHybridRNNTCTCBPEModel
     assert list(tmp_path.iterdir()) == [out]
 
 

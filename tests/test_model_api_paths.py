@@ -15,7 +15,7 @@ from nemo_codert.data.manifest import ManifestError, check_model_data
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import first_batch, make_trainer, tiny_config
+from helpers.factories import first_batch, logits_ctc, make_trainer, tiny_config
 
 
 def _dev_audio(corpus, n=3):
@@ -41,16 +41,14 @@ def test_teacher_transcribe_with_timestamps_stays_on_the_teacher(corpus):
         assert student == [h.text for h in model.transcribe(audio, verbose=False)]
 
 
-@pytest.mark.parametrize(
-    "ctc", [{}, {"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": 0.3}], ids=["ctc_on_logits", "aux_ctc_heads"]
-)
+@pytest.mark.parametrize("ctc", [logits_ctc(0.3), {}], ids=["ctc_on_logits", "aux_ctc_heads"])
 def test_change_vocabulary_keeps_the_pair_working(corpus, other_tokenizer, ctc):
     torch.manual_seed(0)
     model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **ctc))
     model.change_vocabulary(str(other_tokenizer), "bpe")
     classes = model.tokenizer.vocab_size + 1
     assert model.tokenizer.vocab_size == 48
-    if ctc:  # NeMo's RNN-T change_vocabulary knows nothing of the heads: they must follow the tokenizer too
+    if model.cfg.get("aux_ctc") is not None:  # NeMo's RNN-T change_vocabulary knows nothing of the heads: they must follow the tokenizer too
         heads = (model.ctc_decoder, model.student_ctc_decoder)
         assert [h.num_classes_with_blank for h in heads] == [classes, classes]
         assert model.cfg.aux_ctc.decoder.num_classes == 48

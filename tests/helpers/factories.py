@@ -46,6 +46,12 @@ def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> 
     return cfg.model
 
 
+def logits_ctc(weight: float) -> dict:
+    """``tiny_config`` overrides for the other auxiliary CTC shape: CTC on the encoder logits at ``weight`` (0: no CTC
+    term at all), NeMo's aux_ctc heads (the shipped default) removed."""
+    return {"aux_ctc": None, "codert.ctc_weight": weight}
+
+
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """`conf/<name>.yaml` with hydra `overrides`, composed as hydra composes it for `examples/train_codert.py`."""
     from hydra import compose, initialize_config_dir
