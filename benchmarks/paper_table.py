@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
+from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def system_config(
     ``extra`` (KEY=VALUE) is applied last, over the system's own fields: a sweep varies a system this way."""
     from omegaconf import OmegaConf, open_dict
 
-    cfg = OmegaConf.load(REPO / "conf" / f"{settings.config}.yaml")
+    cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(settings.overrides)))  # values parsed as YAML
     with open_dict(cfg):
         cfg.data.dir = str(corpus_dir)
@@ -346,12 +346,11 @@ def _corpus_dir(work: Path, s: Settings) -> Path:
 
 
 def build_benchmark_corpus(work: Path, s: Settings):
-    from omegaconf import OmegaConf
 
     from nemo_codert.data.augment import Augmentation
     from nemo_codert.data.synth import build_corpus
 
-    base = OmegaConf.load(REPO / "conf" / f"{s.config}.yaml")
+    base = compose(s.config)
     return build_corpus(
         _corpus_dir(work, s),
         hours=s.hours,

@@ -57,6 +57,9 @@ class CodertConfig:
     # What the KD term compares: CoDERT's encoder logits (B x T x (V+1)), or the collapsed joint posteriors at every
     # lattice node (B x T x (U+1) x 3), Panchapagesan et al. 2021, for comparison; both weighted λ·τ².
     kd_target: str = "encoder_logits"
+    # k >= 0: the student's encoder-logit frame t is distilled towards the teacher's frame t - k. A streaming student
+    # sees less future than a full-context teacher; a small delay lets it emit a little later (conf/codert_streaming).
+    kd_frame_shift: int = 0
 
 
 def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
@@ -84,7 +87,12 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
         raise ValueError(
             f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"
         )
-    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps"):
+    if cfg.kd_frame_shift and cfg.kd_target != "encoder_logits":
+        raise ValueError(
+            f"model.codert.kd_frame_shift: {cfg.kd_frame_shift} frames is defined for kd_target encoder_logits only, "
+            f"not {cfg.kd_target}"
+        )
+    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps", "kd_frame_shift"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:

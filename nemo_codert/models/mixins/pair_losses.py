@@ -99,7 +99,9 @@ class PairLossesMixin:
                 lattice_s, lattice_t, transcript, lengths, transcript_len, temperature=temperature, reduction=reduction
             )
         z_s = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
-        return encoder_kd_loss(z_s, z_t, lengths, temperature=temperature, reduction=reduction)
+        return encoder_kd_loss(
+            z_s, z_t, lengths, temperature=temperature, reduction=reduction, frame_shift=self.codert.kd_frame_shift
+        )
 
     def kd_start_step(self) -> Optional[int]:
         """The step the KD term starts at (λ's ramp counts from it); None while it is off. ``KdGateMixin`` may defer
