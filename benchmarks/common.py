@@ -66,3 +66,17 @@ def git_commit() -> str:
     # Result files a benchmark has just written are not code changes: a report must not call its own output "+changes".
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
     return commit + ("+changes" if changed else "")
+
+
+def compose(config: str, overrides: Sequence[str] = ()):
+    """``conf/<config>.yaml`` composed by hydra with ``overrides`` (hydra syntax), as ``examples/train_codert.py``
+    composes it: a config's ``defaults`` list (e.g. codert_streaming on codert_small) is followed. Not in struct mode,
+    like a loaded YAML, so callers may add keys."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = hydra_compose(config_name=config, overrides=list(overrides))
+    OmegaConf.set_struct(cfg, False)
+    return cfg

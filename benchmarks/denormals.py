@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py, beside this script
+from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
 
 def time_steps(
@@ -42,7 +42,7 @@ def time_steps(
     from nemo_codert.models import CodertRNNTBPEModel
     from nemo_codert.models.loading import load_codert
 
-    cfg = OmegaConf.load(REPO / "conf" / f"{config}.yaml")
+    cfg = compose(config)
     cfg.data.dir = str((REPO / (data_dir or cfg.data.dir)).resolve())
     build_corpus_from_config(cfg.data)
     OmegaConf.resolve(cfg)

@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
+from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 from paper_table import BY_NAME, Job, Settings, _run_jobs
 
 
@@ -149,8 +149,6 @@ def plot(rows, args, path: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from omegaconf import OmegaConf
-
     from nemo_codert.data.synth import build_corpus_from_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -172,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     started = time.time()
     command = typed_command("kd_sweep.py", argv)
-    base = OmegaConf.load(REPO / "conf" / f"{args.config}.yaml")
+    base = compose(args.config)
     corpus = build_corpus_from_config(base.data, out_dir=REPO / base.data.dir)
     settings = Settings(
         hours=base.data.hours,

@@ -21,7 +21,9 @@ Pipeline (every stage reuses what an earlier, interrupted run finished: rerun th
 
 Systems (``SYSTEMS``): 1 student_only, 2 teacher_only (the teacher architecture trained alone), 3 tandem with
 lambda=0 (implicit distillation through the shared prediction network and joint only), 4 CoDERT (tandem + encoder-
-logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders.
+logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders;
+7 and 8 are 4 and 5 with the lattice KD of Panchapagesan et al. 2021 (``model.codert.kd_target: joint_lattice``)
+in place of the encoder logits, CoDERT's choice of what to distil measured against the other.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
+from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class System:
     share_decoder: bool = True
     teacher_sized: bool = False  # student_only with the teacher's encoder: the teacher trained alone
     curve: bool = False  # validate during training (dev WER over steps is plotted for these)
+    kd_target: str = "encoder_logits"  # model.codert.kd_target: CoDERT's encoder logits, or the lattice (7, 8)
 
 
 SYSTEMS: Sequence[System] = (
@@ -66,6 +69,10 @@ SYSTEMS: Sequence[System] = (
     # so that 5 - 5b is what the KD term itself buys.
     System("static_teacher_kd0", "5b static teacher (2), lambda=0", "static_teacher", kd_weight=0.0),
     System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False),
+    # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
+    # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
+    System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
+    System("static_teacher_lattice", "8 static teacher (2) + lattice KD", "static_teacher", kd_target="joint_lattice"),
 )
 BY_NAME = {s.name: s for s in SYSTEMS}
 
@@ -126,7 +133,7 @@ def system_config(
     ``extra`` (KEY=VALUE) is applied last, over the system's own fields: a sweep varies a system this way."""
     from omegaconf import OmegaConf, open_dict
 
-    cfg = OmegaConf.load(REPO / "conf" / f"{settings.config}.yaml")
+    cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(settings.overrides)))  # values parsed as YAML
     with open_dict(cfg):
         cfg.data.dir = str(corpus_dir)
@@ -137,6 +144,7 @@ def system_config(
         if system.kd_weight is not None:
             c.kd_weight = system.kd_weight
         c.share_decoder = system.share_decoder
+        c.kd_target = system.kd_target
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
         if system.teacher_sized:
             # The teacher architecture trained alone, at the teacher's learning rate.
@@ -338,12 +346,11 @@ def _corpus_dir(work: Path, s: Settings) -> Path:
 
 
 def build_benchmark_corpus(work: Path, s: Settings):
-    from omegaconf import OmegaConf
 
     from nemo_codert.data.augment import Augmentation
     from nemo_codert.data.synth import build_corpus
 
-    base = OmegaConf.load(REPO / "conf" / f"{s.config}.yaml")
+    base = compose(s.config)
     return build_corpus(
         _corpus_dir(work, s),
         hours=s.hours,

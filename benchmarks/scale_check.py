@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import paper_table as pt  # benchmarks/paper_table.py: the step recorder
-from common import REPO, git_commit, machine_description, typed_command
+from common import REPO, compose, git_commit, machine_description, typed_command
 
 SYSTEMS = ("tandem", "teacher_only", "student_only")
 WARMUP = 3
@@ -45,15 +45,6 @@ SHRINK = (
     "model.model_defaults.pred_hidden=32",
     "model.model_defaults.joint_hidden=32",
 )
-
-
-def compose(config: str, overrides: Sequence[str]):
-    """``conf/<config>.yaml`` composed by hydra with ``overrides``, as ``examples/train_codert.py`` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return hydra_compose(config_name=config, overrides=list(overrides))
 
 
 def system_model_config(config: str, system: str, overrides: Sequence[str]):

@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py, beside this script
+from common import REPO, compose, git_commit, machine_description  # benchmarks/common.py, beside this script
 
 
 def profile(config: str, cpu_rnnt_loss: str, steps: int) -> dict:
     from nemo_codert.data.synth import build_corpus_from_config
     from nemo_codert.models import CodertRNNTBPEModel
 
-    cfg = OmegaConf.load(REPO / "conf" / f"{config}.yaml")
+    cfg = compose(config)
     cfg.data.dir = str((REPO / cfg.data.dir).resolve())
     build_corpus_from_config(cfg.data)
     with open_dict(cfg):

@@ -24,6 +24,8 @@ SYSTEMS = [
     "static_teacher",
     "static_teacher_kd0",
     "codert_own_decoder",
+    "codert_lattice",
+    "static_teacher_lattice",
 ]
 TINY = [
     "--quick",
@@ -91,8 +93,8 @@ def test_paper_table_quick_pipeline(paper_table):
     root, args, _ = paper_table
     results = root / "results"
     report = (results / "paper_table.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:8]
-    assert len(table) == 7 and "| 1 student alone (baseline) |" in table[0]
+    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:10]
+    assert len(table) == 9 and "| 1 student alone (baseline) |" in table[0]
     assert (results / "paper_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "- command: `python benchmarks/paper_table.py --quick" in report and "- machine: " in report
 
@@ -115,7 +117,7 @@ def test_paper_table_quick_pipeline(paper_table):
     assert [p["step"] for p in rows["codert"]["dev_wer"]["0"]] == [1, 2]
 
     work = root / "work"
-    for seed, name in itertools.product((0, 1), ("static_teacher", "static_teacher_kd0")):
+    for seed, name in itertools.product((0, 1), ("static_teacher", "static_teacher_kd0", "static_teacher_lattice")):
         spec = json.loads((work / "train" / f"{name}-seed{seed}.json").read_text())["spec"]
         assert spec["teacher_nemo"] == str(work / "runs" / f"teacher_only-seed{seed}" / "student.nemo")
     # The exported students are stock NeMo models (hybrid RNN-T/CTC: codert_small ships the aux_ctc heads).
@@ -129,7 +131,7 @@ def test_paper_table_quick_pipeline(paper_table):
 def test_paper_table_rerun_reuses_finished_work(paper_table):
     root, args, _ = paper_table
     out = _run(args)
-    assert "14 of 14 already done (reused)" in out and "7 of 7 already done (reused)" in out
+    assert "18 of 18 already done (reused)" in out and "9 of 9 already done (reused)" in out
     assert "started " not in out and "evaluated " not in out
 
 
@@ -222,9 +224,10 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_
     pt = benchmark_module("paper_table")
     shipped = OmegaConf.load(REPO / "conf" / "codert_small.yaml").model.codert.kd_weight
     settings = pt.PRESETS["quick"]
-    for name in ("codert", "static_teacher", "codert_own_decoder"):
+    for name in ("codert", "static_teacher", "codert_own_decoder", "codert_lattice", "static_teacher_lattice"):
         cfg = pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None)
         assert cfg.model.codert.kd_weight == shipped, name
+        assert cfg.model.codert.kd_target == ("joint_lattice" if "lattice" in name else "encoder_logits"), name
     for name in ("tandem_implicit", "static_teacher_kd0"):
         assert pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None).model.codert.kd_weight == 0.0
 

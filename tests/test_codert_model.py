@@ -243,6 +243,7 @@ def test_short_training_run_lowers_student_loss(corpus):
         ({"codert.mode": "static_teacher"}, r"model.codert.teacher_nemo: mode 'static_teacher' needs"),
         ({"codert.kd_wieght": 1.0}, r"model.codert: .*kd_wieght"),
         ({"codert.ctc_weight": 1.5}, r"model.codert.ctc_weight: must be in \[0, 1\]"),
+        ({"codert.kd_target": "lattice"}, r"model.codert.kd_target: 'lattice' is not one of encoder_logits, joint_"),
         ({"codert.ctc_weight": 0.0, "aux_ctc.ctc_loss_weight": -0.1}, r"model.aux_ctc.ctc_loss_weight: must be in"),
         ({"codert.ctc_weight": 0.3, "aux_ctc.ctc_loss_weight": 0.3}, r"model.codert.ctc_weight and model.aux_ctc: "),
         ({"codert.kd_warmup_steps": -1}, r"model.codert.kd_warmup_steps: must be >= 0"),

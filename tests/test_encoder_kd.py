@@ -89,3 +89,24 @@ def test_kd_is_computed_in_float32_from_bf16_logits_and_under_autocast():
         kd = encoder_kd_loss(student, teacher, lengths)
     assert kd.dtype == torch.float32
     torch.testing.assert_close(kd, reference)
+
+
+def test_frame_shift_pairs_student_frame_t_with_teacher_frame_t_minus_k():
+    torch.manual_seed(3)
+    student, teacher = torch.randn(3, 7, 5, dtype=torch.float64), torch.randn(3, 7, 5, dtype=torch.float64)
+    lengths, k = torch.tensor([7, 4, 2]), 2
+    by_hand = []
+    for b, n in enumerate(lengths.tolist()):
+        pairs = [(t, t - k) for t in range(k, n)]  # student frame, teacher frame; none where n <= k
+        kl = sum(
+            (
+                F.softmax(teacher[b, j], -1) * (F.log_softmax(teacher[b, j], -1) - F.log_softmax(student[b, t], -1))
+            ).sum()
+            for t, j in pairs
+        )
+        by_hand.append(torch.as_tensor(kl, dtype=torch.float64))
+    got = encoder_kd_loss(student, teacher, lengths, frame_shift=k)
+    torch.testing.assert_close(got, torch.stack(by_hand).mean())
+    assert encoder_kd_loss(student, teacher, lengths, frame_shift=0) == encoder_kd_loss(student, teacher, lengths)
+    with pytest.raises(ValueError, match="frame_shift must be >= 0"):
+        encoder_kd_loss(student, teacher, lengths, frame_shift=-1)

@@ -69,6 +69,7 @@ def encoder_kd_loss(
     lengths: torch.Tensor,
     temperature: float = 1.0,
     reduction: str = "mean_batch",
+    frame_shift: int = 0,
 ) -> torch.Tensor:
     """KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) summed over classes and over each utterance's valid frames.
 
@@ -82,6 +83,9 @@ def encoder_kd_loss(
         lengths: B valid frame counts; frames at or past the length are padding and do not count.
         temperature: τ > 0.
         reduction: ``mean_batch`` (per-utterance sums averaged over the batch, like NeMo's RNN-T loss) or ``sum``.
+        frame_shift: k >= 0: student frame t is paired with teacher frame t - k (the first k student frames and the
+            last k teacher frames of each utterance go unpaired), so a student that sees less of the future (a
+            streaming encoder) may emit k frames after a full-context teacher.
 
     Returns:
         A scalar tensor (0 when there is no valid frame).
@@ -95,6 +99,12 @@ def encoder_kd_loss(
         raise ValueError(f"encoder_kd_loss: temperature must be > 0, got {temperature}")
     if reduction not in KD_REDUCTIONS:
         raise ValueError(f"encoder_kd_loss: reduction {reduction!r} is not one of {', '.join(KD_REDUCTIONS)}")
+    if frame_shift < 0:
+        raise ValueError(f"encoder_kd_loss: frame_shift must be >= 0, got {frame_shift}")
+    if frame_shift:
+        frames = student_logits.shape[1]
+        student_logits, teacher_logits = student_logits[:, frame_shift:], teacher_logits[:, : frames - frame_shift]
+        lengths = (lengths - frame_shift).clamp(min=0)
     valid = valid_frames(lengths.to(student_logits.device), student_logits.shape[1]).unsqueeze(-1)
     # Padded frames are zeroed *before* the softmax: they may hold inf/NaN (an overflow, a corrupt utterance), and
     # masking only the KL afterwards keeps the value finite but not the gradient (d/dx of where() still multiplies

@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
 
-__all__ = ["CodertConfig", "MODES", "aux_ctc_weight", "parse_codert_config"]
+__all__ = ["CodertConfig", "KD_TARGETS", "MODES", "aux_ctc_weight", "parse_codert_config"]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
 #: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
@@ -22,6 +22,10 @@ __all__ = ["CodertConfig", "MODES", "aux_ctc_weight", "parse_codert_config"]
 MODES = ("tandem", "static_teacher", "student_only")
 CPU_RNNT_LOSSES = ("vectorised", "nemo")
 KD_STARTS = ("always", "teacher_leads")
+#: encoder_logits: CoDERT's KL on the joint applied to the encoder alone (nemo_codert.losses.encoder_kd).
+#: joint_lattice: Panchapagesan et al.'s KL on the collapsed joint posteriors over the lattice, the comparison
+#: (nemo_codert.losses.lattice_kd).
+KD_TARGETS = ("encoder_logits", "joint_lattice")
 
 
 @dataclass
@@ -50,6 +54,12 @@ class CodertConfig:
     # always: KD from the first step. teacher_leads: KD waits for the first validation at which the teacher's dev WER
     # is below the student's (distilling a teacher that trails pulls the student back); the ramp starts there.
     kd_start: str = "always"
+    # What the KD term compares: CoDERT's encoder logits (B x T x (V+1)), or the collapsed joint posteriors at every
+    # lattice node (B x T x (U+1) x 3), Panchapagesan et al. 2021, for comparison; both weighted λ·τ².
+    kd_target: str = "encoder_logits"
+    # k >= 0: the student's encoder-logit frame t is distilled towards the teacher's frame t - k. A streaming student
+    # sees less future than a full-context teacher; a small delay lets it emit a little later (conf/codert_streaming).
+    kd_frame_shift: int = 0
 
 
 def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
@@ -71,11 +81,18 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
         raise ValueError(f"model.codert.mode: {cfg.mode!r} is not one of {', '.join(MODES)}")
     if cfg.kd_start not in KD_STARTS:
         raise ValueError(f"model.codert.kd_start: {cfg.kd_start!r} is not one of {', '.join(KD_STARTS)}")
+    if cfg.kd_target not in KD_TARGETS:
+        raise ValueError(f"model.codert.kd_target: {cfg.kd_target!r} is not one of {', '.join(KD_TARGETS)}")
     if cfg.cpu_rnnt_loss not in CPU_RNNT_LOSSES:
         raise ValueError(
             f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"
         )
-    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps"):
+    if cfg.kd_frame_shift and cfg.kd_target != "encoder_logits":
+        raise ValueError(
+            f"model.codert.kd_frame_shift: {cfg.kd_frame_shift} frames is defined for kd_target encoder_logits only, "
+            f"not {cfg.kd_target}"
+        )
+    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps", "kd_frame_shift"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:

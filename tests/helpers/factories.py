@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> DictConfig:
-    """`conf/<config_name>.yaml`, pointed at the test corpus and shrunk; `overrides` are dotted model keys."""
-    cfg = OmegaConf.load(REPO / "conf" / f"{config_name}.yaml")
+    """`conf/<config_name>.yaml` (composed as hydra composes it), pointed at the test corpus and shrunk;
+    `overrides` are dotted model keys."""
+    cfg = compose_config(config_name)
+    OmegaConf.set_struct(cfg, False)  # as a loaded YAML: tests may add keys
     cfg.data.dir = str(corpus.root)
     shrink = {
         "model.train_ds.batch_size": 4,

@@ -10,6 +10,7 @@ from nemo.core.classes.mixins import AccessMixin
 from nemo.utils import logging
 
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
+from nemo_codert.losses.lattice_kd import joint_lattice, lattice_kd_loss
 from nemo_codert.models.side import TransducerSide
 
 __all__ = ["PairLossesMixin"]
@@ -20,8 +21,9 @@ _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd
 
 class PairLossesMixin:
     """teacher_rnnt_weight · L(teacher) + student_rnnt_weight · L(student) + λ·τ²·KL(z_T/τ ‖ z_S/τ), with
-    L = (1 - w) · RNNT + w · CTC per side and z a side's encoder logits; the CTC term scores z or the side's aux_ctc
-    head (``AuxCtcHeadsMixin``: ``ctc_weight``, ``_ctc_log_probs``).
+    L = (1 - w) · RNNT + w · CTC per side and z a side's encoder logits (or, with ``kd_target: joint_lattice``, the
+    collapsed joint posteriors of each lattice node); the CTC term scores z or the side's aux_ctc head
+    (``AuxCtcHeadsMixin``: ``ctc_weight``, ``_ctc_log_probs``).
 
     The host model is a NeMo RNN-T model whose ``encoder`` is the teacher's. It provides ``codert`` (the parsed
     ``model.codert`` section), ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_features`` (one
@@ -70,14 +72,35 @@ class PairLossesMixin:
             side.wer.reset()
         return loss, wer_num, wer_denom
 
-    def _kd(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The unweighted KL term (B x T x C logits; teacher side detached inside)."""
+    def _kd(
+        self,
+        enc_s: torch.Tensor,
+        z_s: Optional[torch.Tensor],
+        enc_t: torch.Tensor,
+        z_t: Optional[torch.Tensor],
+        lengths: torch.Tensor,
+        decoded: Dict[str, Any],
+        transcript: torch.Tensor,
+        transcript_len: torch.Tensor,
+    ) -> torch.Tensor:
+        """The unweighted KD term of ``model.codert.kd_target`` (teacher side detached inside): the KL of the encoder
+        logits ``z`` (computed here where the CTC term did not already), or of the collapsed lattice posteriors.
+
+        KD never trains a ``joint_net`` (nor, on the lattice, a prediction network) that the student shares with the
+        teacher: a KL into shared parts has a collapse for a minimum (see ``nemo_codert.losses.encoder_kd``)."""
+        student = self.student
+        shared = student.joint.joint_net is self.teacher.joint.joint_net
+        temperature, reduction = self.codert.kd_temperature, self.cfg.get("rnnt_reduction", "mean_batch")
+        if self.codert.kd_target == "joint_lattice":
+            with torch.no_grad():
+                lattice_t = joint_lattice(self.teacher.joint, enc_t, decoded["teacher"][0])
+            lattice_s = joint_lattice(student.joint, enc_s, decoded["student"][0], train_shared=not shared)
+            return lattice_kd_loss(
+                lattice_s, lattice_t, transcript, lengths, transcript_len, temperature=temperature, reduction=reduction
+            )
+        z_s = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
         return encoder_kd_loss(
-            student_logits,
-            teacher_logits,
-            lengths,
-            temperature=self.codert.kd_temperature,
-            reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
+            z_s, z_t, lengths, temperature=temperature, reduction=reduction, frame_shift=self.codert.kd_frame_shift
         )
 
     def kd_start_step(self) -> Optional[int]:
@@ -149,8 +172,10 @@ class PairLossesMixin:
         """
         grad = torch.is_grad_enabled()
         features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
-        # A static teacher has no RNN-T loss: its prediction network need not run.
-        decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.codert.mode == "tandem")
+        # A static teacher has no RNN-T loss: its prediction network runs only for the lattice KD target.
+        lattice = self.codert.kd_target == "joint_lattice"
+        teacher_decoder = self.codert.mode == "tandem" or (lattice and self.has_teacher)
+        decoded = self._decoder_outputs(transcript, transcript_len, teacher=teacher_decoder)
         student = self.student
         enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
         rnnt_s, wer_num, wer_denom = self._transducer_loss(
@@ -172,8 +197,10 @@ class PairLossesMixin:
                 )
             tandem = self.codert.mode == "tandem"
             # The teacher's logits need a graph only where its own CTC term trains it; KD detaches them anyway.
-            with torch.set_grad_enabled(grad and tandem and self.codert.ctc_weight > 0):
-                z_t = encoder_logits(self.teacher.joint, enc_t)
+            z_t = None
+            if self.codert.ctc_weight > 0 or not lattice:
+                with torch.set_grad_enabled(grad and tandem and self.codert.ctc_weight > 0):
+                    z_t = encoder_logits(self.teacher.joint, enc_t)
             if tandem:
                 rnnt_t, _, _ = self._transducer_loss(
                     self.teacher, enc_t, enc_t_len, *decoded["teacher"], transcript, transcript_len, False
@@ -185,10 +212,7 @@ class PairLossesMixin:
             scale = self.kd_scale()
             # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
             with torch.set_grad_enabled(grad and scale > 0):
-                # KD never trains a joint_net shared with the teacher (a collapse, see nemo_codert.losses.encoder_kd).
-                shared = student.joint.joint_net is self.teacher.joint.joint_net
-                z_s_kd = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
-                kd = self._kd(z_s_kd, z_t, enc_s_len)
+                kd = self._kd(enc_s, z_s, enc_t, z_t, enc_s_len, decoded, transcript, transcript_len)
             out["kd"], out["kd_weighted"] = kd, scale * kd
             loss = loss + out["kd_weighted"]
         out["loss"] = loss
