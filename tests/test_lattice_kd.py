@@ -127,3 +127,6 @@ def test_static_teacher_lattice_kd_runs_the_teachers_prediction_network(corpus, 
     assert torch.isfinite(out["kd"]) and out["kd"] > 0 and "rnnt_teacher" not in out
     trainer.fit(model)
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in teacher.items())
+    # Validation reports the same KD term (the lattice needs the prediction networks there too).
+    metrics = trainer.validate(model, verbose=False)[0]
+    assert metrics["val_kd"] > 0 and metrics["val_kd_weighted"] == pytest.approx(model.kd_scale() * metrics["val_kd"])

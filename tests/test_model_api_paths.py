@@ -48,7 +48,9 @@ def test_change_vocabulary_keeps_the_pair_working(corpus, other_tokenizer, ctc):
     model.change_vocabulary(str(other_tokenizer), "bpe")
     classes = model.tokenizer.vocab_size + 1
     assert model.tokenizer.vocab_size == 48
-    if model.cfg.get("aux_ctc") is not None:  # NeMo's RNN-T change_vocabulary knows nothing of the heads: they must follow the tokenizer too
+    if (
+        model.cfg.get("aux_ctc") is not None
+    ):  # NeMo's RNN-T change_vocabulary knows nothing of the heads: they must follow the tokenizer too
         heads = (model.ctc_decoder, model.student_ctc_decoder)
         assert [h.num_classes_with_blank for h in heads] == [classes, classes]
         assert model.cfg.aux_ctc.decoder.num_classes == 48

@@ -84,7 +84,7 @@ class PairLossesMixin:
         transcript_len: torch.Tensor,
     ) -> torch.Tensor:
         """The unweighted KD term of ``model.codert.kd_target`` (teacher side detached inside): the KL of the encoder
-        logits ``z`` (computed here where the CTC term did not already), or of the collapsed lattice posteriors.
+        logits ``z`` (computed here where the caller has none), or of the collapsed lattice posteriors.
 
         KD never trains a ``joint_net`` (nor, on the lattice, a prediction network) that the student shares with the
         teacher: a KL into shared parts has a collapse for a minimum (see ``nemo_codert.losses.encoder_kd``)."""
@@ -99,6 +99,7 @@ class PairLossesMixin:
                 lattice_s, lattice_t, transcript, lengths, transcript_len, temperature=temperature, reduction=reduction
             )
         z_s = z_s if z_s is not None and not shared else encoder_logits(student.joint, enc_s, not shared)
+        z_t = z_t if z_t is not None else encoder_logits(self.teacher.joint, enc_t)
         return encoder_kd_loss(
             z_s, z_t, lengths, temperature=temperature, reduction=reduction, frame_shift=self.codert.kd_frame_shift
         )

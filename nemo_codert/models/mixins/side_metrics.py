@@ -6,8 +6,6 @@ from typing import Any, Dict, Hashable, List, Optional
 
 import torch
 
-from nemo_codert.losses.encoder_kd import encoder_logits
-
 __all__ = ["SideMetricsMixin"]
 
 
@@ -76,9 +74,9 @@ class SideMetricsMixin:
                 cache[frozen_key] = {k: v.detach() for k, v in logs.items() if k.endswith(suffix)}
         if self.has_teacher:
             (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            kd = self._kd(
-                encoder_logits(self.student.joint, enc_s), encoder_logits(self.teacher.joint, enc_t), enc_s_len
-            )
+            if not self.compute_eval_loss:  # the lattice KD target needs the prediction networks' outputs
+                decoded = self._decoder_outputs(transcript, transcript_len, teacher=True)
+            kd = self._kd(enc_s, None, enc_t, None, enc_s_len, decoded, transcript, transcript_len)
             logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
 
         self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
