@@ -28,52 +28,36 @@ def _buffer(model, audio):
     return buffer
 
 
-def _chunks(model, buffer):
-    """(chunk, chunk length, keep_all_outputs, drop_extra_pre_encoded) of NeMo's streaming loop, in order."""
-    drop = model.encoder.streaming_cfg.drop_extra_pre_encoded
+def _stream(model, audio, decode: bool):
+    """NeMo's streaming loop, as its cache-aware streaming example runs it: chunk by chunk, the caches (and
+    hypotheses) of the previous chunk carried over. ``decode``: through ``conformer_stream_step`` (encoder and
+    decoder), returning the final hypotheses; else the encoder's ``cache_aware_stream_step`` alone, returning its
+    outputs concatenated and their lengths. Both with the number of chunks."""
+    buffer = _buffer(model, audio)
+    channel, time, channel_len = model.encoder.get_initial_cache_state(batch_size=len(audio))
+    outputs, lengths, hypotheses, chunks = [], 0, None, 0
     for step, (chunk, chunk_len) in enumerate(iter(buffer)):
-        yield chunk, chunk_len, buffer.is_buffer_empty(), 0 if step == 0 else drop
-
-
-def _stream_encoder(model, audio):
-    """The encoder run chunk by chunk with its caches (``cache_aware_stream_step``): outputs concatenated."""
-    buffer = _buffer(model, audio)
-    channel, time, channel_len = model.encoder.get_initial_cache_state(batch_size=len(audio))
-    outputs, lengths = [], 0
-    for chunk, chunk_len, keep_all, drop in _chunks(model, buffer):
-        encoded, encoded_len, channel, time, channel_len = model.encoder.cache_aware_stream_step(
+        kwargs = dict(
             processed_signal=chunk,
             processed_signal_length=chunk_len,
             cache_last_channel=channel,
             cache_last_time=time,
             cache_last_channel_len=channel_len,
-            keep_all_outputs=keep_all,
-            drop_extra_pre_encoded=drop,
+            keep_all_outputs=buffer.is_buffer_empty(),
+            drop_extra_pre_encoded=0 if step == 0 else model.encoder.streaming_cfg.drop_extra_pre_encoded,
         )
-        outputs.append(encoded)
-        lengths = lengths + encoded_len
-    return torch.cat(outputs, dim=-1), lengths
-
-
-def _stream_transcribe(model, audio):
-    """NeMo's streaming loop as its cache-aware streaming example runs it: ``conformer_stream_step`` per chunk, the
-    caches and hypotheses of the previous chunk carried over; the final hypotheses."""
-    buffer = _buffer(model, audio)
-    channel, time, channel_len = model.encoder.get_initial_cache_state(batch_size=len(audio))
-    hypotheses, chunks = None, 0
-    for chunk, chunk_len, keep_all, drop in _chunks(model, buffer):
-        _, _, channel, time, channel_len, hypotheses = model.conformer_stream_step(
-            processed_signal=chunk,
-            processed_signal_length=chunk_len,
-            cache_last_channel=channel,
-            cache_last_time=time,
-            cache_last_channel_len=channel_len,
-            keep_all_outputs=keep_all,
-            previous_hypotheses=hypotheses,
-            drop_extra_pre_encoded=drop,
-        )
+        if decode:
+            _, _, channel, time, channel_len, hypotheses = model.conformer_stream_step(
+                **kwargs, previous_hypotheses=hypotheses
+            )
+        else:
+            encoded, encoded_len, channel, time, channel_len = model.encoder.cache_aware_stream_step(**kwargs)
+            outputs.append(encoded)
+            lengths = lengths + encoded_len
         chunks += 1
-    return hypotheses, chunks
+    if decode:
+        return hypotheses, chunks
+    return torch.cat(outputs, dim=-1), lengths, chunks
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +85,8 @@ def test_exported_streaming_student_streams_exactly_as_it_runs_offline(corpus, s
     with torch.no_grad():
         signal, signal_len = _buffer(stock, audio).get_all_audios()
         offline, offline_len = stock.encoder(audio_signal=signal, length=signal_len)
-        streamed, streamed_len = _stream_encoder(stock, audio)
-        hypotheses, chunks = _stream_transcribe(stock, audio)
+        streamed, streamed_len, _ = _stream(stock, audio, decode=False)
+        hypotheses, chunks = _stream(stock, audio, decode=True)
     assert chunks > 3, "the audio must span several chunks, or nothing was streamed"
 
     # Encoder: every frame the stream emits equals the offline frame (same attention context, causal convolutions

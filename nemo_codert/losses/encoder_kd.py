@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["KD_REDUCTIONS", "encoder_logits", "encoder_kd_loss", "valid_frames"]
+__all__ = ["KD_REDUCTIONS", "check_kd_arguments", "encoder_logits", "encoder_kd_loss", "valid_frames"]
 
 #: NeMo ``rnnt_reduction`` values the KD term follows. ``mean`` and ``mean_volume`` divide by target lengths, a
 #: per-token normalisation with no frame-level counterpart: they are rejected rather than approximated.
@@ -63,6 +63,19 @@ def valid_frames(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
     return frames.unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def check_kd_arguments(
+    loss: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float, reduction: str, same: str
+) -> None:
+    """The checks every KD term makes: equal shapes (``same`` says what must match), τ > 0, a reduction it follows;
+    errors name ``loss``."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"{loss}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ; {same}")
+    if temperature <= 0:
+        raise ValueError(f"{loss}: temperature must be > 0, got {temperature}")
+    if reduction not in KD_REDUCTIONS:
+        raise ValueError(f"{loss}: reduction {reduction!r} is not one of {', '.join(KD_REDUCTIONS)}")
+
+
 def encoder_kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -90,15 +103,14 @@ def encoder_kd_loss(
     Returns:
         A scalar tensor (0 when there is no valid frame).
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"encoder_kd_loss: student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} differ; the two encoders must emit the same frames and classes"
-        )
-    if temperature <= 0:
-        raise ValueError(f"encoder_kd_loss: temperature must be > 0, got {temperature}")
-    if reduction not in KD_REDUCTIONS:
-        raise ValueError(f"encoder_kd_loss: reduction {reduction!r} is not one of {', '.join(KD_REDUCTIONS)}")
+    check_kd_arguments(
+        "encoder_kd_loss",
+        student_logits,
+        teacher_logits,
+        temperature,
+        reduction,
+        "the two encoders must emit the same frames and classes",
+    )
     if frame_shift < 0:
         raise ValueError(f"encoder_kd_loss: frame_shift must be >= 0, got {frame_shift}")
     if frame_shift:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nemo_codert.losses.encoder_kd import KD_REDUCTIONS, valid_frames
+from nemo_codert.losses.encoder_kd import check_kd_arguments, valid_frames
 
 __all__ = ["collapsed_log_probs", "joint_lattice", "lattice_kd_loss"]
 
@@ -112,15 +112,14 @@ def lattice_kd_loss(
         targets: B x U label ids; frame_lengths, target_lengths: B.
         reduction: ``mean_batch`` (per-utterance sums averaged over the batch, like NeMo's RNN-T loss) or ``sum``.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"lattice_kd_loss: student lattice {tuple(student_logits.shape)} and teacher lattice "
-            f"{tuple(teacher_logits.shape)} differ; both sides must score the same frames, labels and classes"
-        )
-    if temperature <= 0:
-        raise ValueError(f"lattice_kd_loss: temperature must be > 0, got {temperature}")
-    if reduction not in KD_REDUCTIONS:
-        raise ValueError(f"lattice_kd_loss: reduction {reduction!r} is not one of {', '.join(KD_REDUCTIONS)}")
+    check_kd_arguments(
+        "lattice_kd_loss",
+        student_logits,
+        teacher_logits,
+        temperature,
+        reduction,
+        "both sides must score the same frames, labels and classes",
+    )
     frames, nodes = student_logits.shape[1], student_logits.shape[2]
     valid = valid_frames(frame_lengths.to(student_logits.device), frames).unsqueeze(2) & valid_frames(
         target_lengths.to(student_logits.device) + 1, nodes
