@@ -77,7 +77,9 @@ def evaluate(
         if name not in available:
             raise ValueError(f"sides: {name!r} is not one of this model's sides ({', '.join(available)})")
         side = available[name]
-        params = count_parameters(model.preprocessor, side.encoder, side.decoder, side.joint)
+        # What the side's exported .nemo holds: with an aux_ctc head, the head too (NeMo's hybrid model keeps it).
+        modules = [model.preprocessor, side.encoder, side.decoder, side.joint, side.ctc_decoder]
+        params = count_parameters(*[m for m in modules if m is not None])
         results[name] = measure_transcription(side_transcriber(model, name), entries, batch_size, params, num_workers)
     kind = type(model).__name__
     if isinstance(model, CodertRNNTBPEModel):

@@ -403,10 +403,14 @@ def test_evaluate_script_reports_wer_size_and_rtf(codert, exported, corpus, tmp_
         both["results"]["teacher"],
         stock["results"]["model"],
     )
-    # The deployable student is exactly the exported stock model: same transcripts, WER and parameter count.
+    # The deployable student is exactly the exported stock model: same transcripts, WER and parameter count (its
+    # aux_ctc head included: the exported hybrid .nemo holds it).
     assert student["hypotheses"] == exported_student["hypotheses"]
     assert student["wer"] == exported_student["wer"] == word_error_rate(student["hypotheses"], references)
     assert student["params"] == exported_student["params"] < teacher["params"]
+    assert student["params"] == sum(
+        p.numel() for p in ASRModel.restore_from(str(exported["student"]), map_location="cpu").parameters()
+    )
     for r in (student, teacher, exported_student):
         assert r["rtf"] > 0 and r["wall_seconds"] > 0
 

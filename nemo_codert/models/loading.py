@@ -63,7 +63,10 @@ def load_transducer(path: PathLike) -> Tuple[EncDecRNNTModel, Dict[str, Transduc
             sides["teacher"] = model.teacher
         return model, sides
     model = load_stock_transducer(path)
-    return model, {"model": TransducerSide(model.encoder, model.decoder, model.joint, model.decoding, model.wer)}
+    ctc_head = getattr(model, "ctc_decoder", None)  # a hybrid RNN-T/CTC model's head
+    return model, {
+        "model": TransducerSide(model.encoder, model.decoder, model.joint, model.decoding, model.wer, ctc_head)
+    }
 
 
 def side_transcriber(model: EncDecRNNTModel, side: str) -> Callable:
