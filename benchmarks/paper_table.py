@@ -346,7 +346,6 @@ def _corpus_dir(work: Path, s: Settings) -> Path:
 
 
 def build_benchmark_corpus(work: Path, s: Settings):
-
     from nemo_codert.data.augment import Augmentation
     from nemo_codert.data.synth import build_corpus
 

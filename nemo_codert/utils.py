@@ -20,6 +20,13 @@ __all__ = [
 ]
 
 
+def _temporary_sibling(out: Path, suffix: str = "") -> Path:
+    """A hidden, unique name beside ``out`` (its directory created): same file system, so renaming it over ``out`` is
+    atomic; process id and a random part keep concurrent writers apart."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+
+
 @contextlib.contextmanager
 def atomic_path(out: Path) -> Iterator[Path]:
     """A temporary sibling of ``out``, renamed over ``out`` when the block succeeds and removed when it fails.
@@ -27,9 +34,8 @@ def atomic_path(out: Path) -> Iterator[Path]:
     Same directory, so the rename is atomic: readers see the old file or the complete new one, never a part.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # The whole suffix (``.jsonl.gz``, not ``.gz``): writers such as lhotse's pick the format from it.
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{''.join(out.suffixes)}"
+    tmp = _temporary_sibling(out, "".join(out.suffixes))
     try:
         yield tmp
         if not tmp.is_file():
@@ -50,8 +56,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     import shutil
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = _temporary_sibling(out)
     try:
         yield tmp
         if not out.exists():

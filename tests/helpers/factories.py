@@ -19,7 +19,6 @@ def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> 
     """`conf/<config_name>.yaml` (composed as hydra composes it), pointed at the test corpus and shrunk;
     `overrides` are dotted model keys."""
     cfg = compose_config(config_name)
-    OmegaConf.set_struct(cfg, False)  # as a loaded YAML: tests may add keys
     cfg.data.dir = str(corpus.root)
     shrink = {
         "model.train_ds.batch_size": 4,
@@ -55,11 +54,9 @@ def logits_ctc(weight: float) -> dict:
 
 
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """`conf/<name>.yaml` with hydra `overrides`, composed as hydra composes it for `examples/train_codert.py`."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose(config_name=name, overrides=list(overrides))
+    """`conf/<name>.yaml` with hydra `overrides`, composed as hydra composes it for `examples/train_codert.py`: the
+    benchmarks' composer (`benchmarks/common.compose`; not in struct mode, so tests may add keys)."""
+    return benchmark_module("common").compose(name, overrides)
 
 
 def lhotse_train_ds(cuts_path) -> dict:
