@@ -23,7 +23,9 @@ Systems (``SYSTEMS``): 1 student_only, 2 teacher_only (the teacher architecture 
 lambda=0 (implicit distillation through the shared prediction network and joint only), 4 CoDERT (tandem + encoder-
 logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders;
 7 and 8 are 4 and 5 with the lattice KD of Panchapagesan et al. 2021 (``model.codert.kd_target: joint_lattice``)
-in place of the encoder logits, CoDERT's choice of what to distil measured against the other.
+in place of the encoder logits, CoDERT's choice of what to distil measured against the other; 9 is 5 with the
+teacher's encoder logits cached once (top 8 per frame) and no teacher in training (``model.codert.mode:
+offline_teacher``; 9b and 9c keep 4 and 16, and run only when named, as ``benchmarks/offline_teacher.py`` does).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class System:
     teacher_sized: bool = False  # student_only with the teacher's encoder: the teacher trained alone
     curve: bool = False  # validate during training (dev WER over steps is plotted for these)
     kd_target: str = "encoder_logits"  # model.codert.kd_target: CoDERT's encoder logits, or the lattice (7, 8)
+    cache_k: Optional[int] = None  # offline_teacher: logits per frame in the teacher cache
+    in_full_table: bool = True  # False: trained only when --systems names it
 
 
 SYSTEMS: Sequence[System] = (
@@ -73,7 +77,15 @@ SYSTEMS: Sequence[System] = (
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
     System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
     System("static_teacher_lattice", "8 static teacher (2) + lattice KD", "static_teacher", kd_target="joint_lattice"),
+    # 5 without the teacher in training: its encoder logits cached once per training utterance (top-k, float16).
+    System("offline_teacher", "9 offline teacher (2), cached top-8 logits", "offline_teacher", cache_k=8),
+    System("offline_teacher_k4", "9b offline teacher (2), top-4", "offline_teacher", cache_k=4, in_full_table=False),
+    System(
+        "offline_teacher_k16", "9c offline teacher (2), top-16", "offline_teacher", cache_k=16, in_full_table=False
+    ),
 )
+#: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
+_TEACHER_FILE_MODES = ("static_teacher", "offline_teacher")
 BY_NAME = {s.name: s for s in SYSTEMS}
 
 
@@ -100,7 +112,7 @@ class Settings:
     systems: List[str] = field(default_factory=list)
 
     def chosen_systems(self) -> List[System]:
-        return [x for x in SYSTEMS if not self.systems or x.name in self.systems]
+        return [x for x in SYSTEMS if x.name in self.systems or (not self.systems and x.in_full_table)]
 
     def seeds_of(self, system: str) -> List[int]:
         return self.seeds[:1] if system in self.single_seed else self.seeds
@@ -227,10 +239,37 @@ class _Recorder:
         return Callback()
 
 
+def teacher_cache(teacher: Path, corpus_dir: Path, k: int, root: Path) -> Dict[str, Any]:
+    """System 9's cache of ``teacher`` over the corpus's training manifest (built once per teacher and k, by
+    ``nemo_codert.data.teacher_cache``; a finished one is reused): its directory, size and build time."""
+    from nemo_codert.data.manifest import read_manifest
+    from nemo_codert.data.teacher_cache import write_teacher_cache
+    from nemo_codert.models.loading import load_transducer
+    from nemo_codert.utils import write_json_atomic
+
+    directory = root / f"{teacher.parent.name}-k{k}"
+    timing = directory.with_name(directory.name + ".build.json")
+    if not timing.is_file():
+        started = time.time()
+        write_teacher_cache(load_transducer(teacher)[0], corpus_dir / "train_manifest.json", directory, k=k)
+        write_json_atomic({"seconds": time.time() - started}, timing)
+    hours = sum(e["duration"] for e in read_manifest(corpus_dir / "train_manifest.json")) / 3600
+    size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+    return {
+        "dir": str(directory),
+        "k": k,
+        "bytes": size,
+        "audio_hours": hours,
+        "bytes_per_hour": size / hours,
+        "build_seconds": json.loads(timing.read_text())["seconds"],
+    }
+
+
 def run_worker(spec_path: Path) -> None:
     """Train (or time) one system for one seed, as ``spec_path`` describes; the result JSON is written last."""
     import lightning.pytorch as pl
     import torch
+    from omegaconf import open_dict
 
     from nemo_codert.export import export_side
     from nemo_codert.models import CodertRNNTBPEModel
@@ -245,6 +284,13 @@ def run_worker(spec_path: Path) -> None:
     teacher = Path(spec["teacher_nemo"]) if spec.get("teacher_nemo") else None
     cfg = system_config(settings, system, spec["seed"], Path(spec["corpus_dir"]), teacher, spec.get("overrides", ()))
     timing = spec["kind"] == "time"
+    cache = None
+    if system.mode == "offline_teacher":
+        cache = teacher_cache(
+            teacher, Path(spec["corpus_dir"]), system.cache_k, run_dir.parent.parent / "teacher_cache"
+        )
+        with open_dict(cfg):
+            cfg.model.codert.teacher_cache = cache["dir"]
 
     pl.seed_everything(spec["seed"], workers=True)
     recorder = _Recorder()
@@ -270,6 +316,7 @@ def run_worker(spec_path: Path) -> None:
         "peak_rss": _rss_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "rss_at_train_start": recorder.rss_at_start,
         "threads": torch.get_num_threads(),
+        "teacher_cache": cache,
     }
     if not timing:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -367,7 +414,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     threads = max(1, cores // s.jobs) if kind == "train" else cores
     jobs = []
     source = None
-    if kind == "train" and s.static_teacher_steps and any(x.mode == "static_teacher" for x in s.chosen_systems()):
+    if kind == "train" and s.static_teacher_steps and any(x.mode in _TEACHER_FILE_MODES for x in s.chosen_systems()):
         name = f"teacher_source-steps{s.static_teacher_steps}"
         source = Job(
             {
@@ -388,7 +435,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
         for system in s.chosen_systems():
             if seed not in s.seeds_of(system.name):
                 continue
-            static = system.mode == "static_teacher"
+            static = system.mode in _TEACHER_FILE_MODES
             spec = {
                 "kind": kind,
                 "system": system.name,

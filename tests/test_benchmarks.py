@@ -26,6 +26,7 @@ SYSTEMS = [
     "codert_own_decoder",
     "codert_lattice",
     "static_teacher_lattice",
+    "offline_teacher",
 ]
 TINY = [
     "--quick",
@@ -93,8 +94,8 @@ def test_paper_table_quick_pipeline(paper_table):
     root, args, _ = paper_table
     results = root / "results"
     report = (results / "paper_table.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:10]
-    assert len(table) == 9 and "| 1 student alone (baseline) |" in table[0]
+    table = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line][1:11]
+    assert len(table) == 10 and "| 1 student alone (baseline) |" in table[0]
     assert (results / "paper_table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "- command: `python benchmarks/paper_table.py --quick" in report and "- machine: " in report
 
@@ -117,9 +118,20 @@ def test_paper_table_quick_pipeline(paper_table):
     assert [p["step"] for p in rows["codert"]["dev_wer"]["0"]] == [1, 2]
 
     work = root / "work"
-    for seed, name in itertools.product((0, 1), ("static_teacher", "static_teacher_kd0", "static_teacher_lattice")):
+    with_teacher_file = ("static_teacher", "static_teacher_kd0", "static_teacher_lattice", "offline_teacher")
+    for seed, name in itertools.product((0, 1), with_teacher_file):
         spec = json.loads((work / "train" / f"{name}-seed{seed}.json").read_text())["spec"]
         assert spec["teacher_nemo"] == str(work / "runs" / f"teacher_only-seed{seed}" / "student.nemo")
+    # System 9 learnt from a cache of that teacher, built once (8 logits a frame) and reused by its cost pass.
+    cache = json.loads((work / "train" / "offline_teacher-seed0.json").read_text())["teacher_cache"]
+    assert (
+        cache["k"] == 8
+        and cache["bytes"] > 0
+        and cache["dir"] == str(work / "teacher_cache" / "teacher_only-seed0-k8")
+    )
+    assert (
+        json.loads((work / "time" / "offline_teacher-seed0.json").read_text())["teacher_cache"]["dir"] == cache["dir"]
+    )
     # The exported students are stock NeMo models (hybrid RNN-T/CTC: codert_small ships the aux_ctc heads).
     from nemo_codert.export import HYBRID_TARGET, read_nemo_config
 
@@ -131,7 +143,7 @@ def test_paper_table_quick_pipeline(paper_table):
 def test_paper_table_rerun_reuses_finished_work(paper_table):
     root, args, _ = paper_table
     out = _run(args)
-    assert "18 of 18 already done (reused)" in out and "9 of 9 already done (reused)" in out
+    assert "20 of 20 already done (reused)" in out and "10 of 10 already done (reused)" in out
     assert "started " not in out and "evaluated " not in out
 
 

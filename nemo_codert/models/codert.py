@@ -30,6 +30,8 @@ Layout per mode:
         (student_encoder, decoder or student_decoder, student_joint[, student_ctc_decoder]).
     student_only: a stock NeMo transducer (with ``aux_ctc``: NeMo's hybrid layout) whose ``encoder`` is built from
         ``model.student_encoder``: no teacher module exists, so its cost and WER are an honest baseline.
+    offline_teacher: the same layout, plus a KD term from the teacher's cached encoder logits
+        (``OfflineTeacherMixin``): the student's own prediction network and joint learn from scratch.
 """
 
 from __future__ import annotations
@@ -47,13 +49,14 @@ from nemo.core.classes.common import typecheck
 from nemo.utils import model_utils
 
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
-from nemo_codert.models.config import CodertConfig, parse_codert_config
+from nemo_codert.models.config import TEACHERLESS_MODES, CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
 from nemo_codert.models.mixins import (
     AtomicSaveMixin,
     AuxCtcHeadsMixin,
     KdGateMixin,
     NormStatisticsGuardMixin,
+    OfflineTeacherMixin,
     PairLossesMixin,
     ResumableShuffleMixin,
     SideInferenceMixin,
@@ -70,6 +73,7 @@ class CodertRNNTBPEModel(
     AuxCtcHeadsMixin,
     KdGateMixin,
     NormStatisticsGuardMixin,
+    OfflineTeacherMixin,
     ResumableShuffleMixin,
     PairLossesMixin,
     SideInferenceMixin,
@@ -88,17 +92,19 @@ class CodertRNNTBPEModel(
             cfg = adopt_teacher_config(cfg, codert.teacher_nemo)
         # The student's joint projection (and, in student_only, the joint itself) is sized by the student encoder's
         # output width, whatever kind of NeMo encoder the user chose: build it to learn it (only its width is
-        # needed in student_only, where NeMo builds the encoder itself from cfg.encoder).
-        student_encoder = _build_student_encoder(cfg.student_encoder, width_only=codert.mode == "student_only")
+        # needed without a teacher, where NeMo builds the encoder itself from cfg.encoder).
+        teacherless = codert.mode in TEACHERLESS_MODES
+        student_encoder = _build_student_encoder(cfg.student_encoder, width_only=teacherless)
         student_hidden = student_encoder._feat_out
-        if codert.mode == "student_only":
+        if teacherless:
             cfg = copy.deepcopy(cfg)
             with open_dict(cfg):
                 cfg.encoder = copy.deepcopy(cfg.student_encoder)
                 cfg.model_defaults.enc_hidden = student_hidden
 
-        super().__init__(cfg=cfg, trainer=trainer)
+        # Set before NeMo's constructor, which sets up the data: the offline teacher's cache is opened there.
         self.codert: CodertConfig = codert
+        super().__init__(cfg=cfg, trainer=trainer)
         self._infer_teacher = False  # True only inside use_side("teacher"): which side NeMo's inference runs
         self._student_hidden = student_hidden
         self._build_ctc_heads()
@@ -139,7 +145,7 @@ class CodertRNNTBPEModel(
 
     @property
     def has_teacher(self) -> bool:
-        return self.codert.mode != "student_only"
+        return self.codert.mode not in TEACHERLESS_MODES
 
     @property
     def teacher_is_frozen(self) -> bool:
@@ -169,7 +175,7 @@ class CodertRNNTBPEModel(
     @property
     def teacher(self) -> TransducerSide:
         if not self.has_teacher:
-            raise ValueError("model.codert.mode is 'student_only': this model has no teacher")
+            raise ValueError(f"model.codert.mode is {self.codert.mode!r}: this model has no teacher")
         return TransducerSide(
             self.encoder,
             self.decoder,

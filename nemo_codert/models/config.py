@@ -14,12 +14,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
 
-__all__ = ["CodertConfig", "KD_TARGETS", "MODES", "aux_ctc_weight", "parse_codert_config"]
+__all__ = ["CodertConfig", "KD_TARGETS", "MODES", "TEACHERLESS_MODES", "aux_ctc_weight", "parse_codert_config"]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
 #: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
 #: student_only: the student alone, no teacher built or run (the honest baseline).
-MODES = ("tandem", "static_teacher", "student_only")
+#: offline_teacher: no teacher built either; KD from the teacher's cached encoder logits (``teacher_cache``,
+#: nemo_codert.data.teacher_cache), for teachers too large to run beside the student.
+MODES = ("tandem", "static_teacher", "student_only", "offline_teacher")
+#: Modes whose model holds no teacher module: a stock NeMo transducer whose ``encoder`` is the student.
+TEACHERLESS_MODES = ("student_only", "offline_teacher")
 CPU_RNNT_LOSSES = ("vectorised", "nemo")
 KD_STARTS = ("always", "teacher_leads")
 #: encoder_logits: CoDERT's KL on the joint applied to the encoder alone (nemo_codert.losses.encoder_kd).
@@ -38,6 +42,8 @@ class CodertConfig:
     # One prediction network and joint for both encoders ("implicit distillation"); false is the paper's ablation.
     share_decoder: bool = True
     teacher_nemo: Optional[str] = None
+    # Directory of a teacher cache (examples/cache_teacher_logits.py), required by mode offline_teacher.
+    teacher_cache: Optional[str] = None
     # RNN-T loss for CPU tensors: our exact vectorised kernel, or NeMo's own (Python loops; slow but the reference).
     # CUDA tensors always go to NeMo's numba kernel.
     cpu_rnnt_loss: str = "vectorised"
@@ -125,6 +131,23 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
         raise ValueError(f"model.codert.kd_temperature: must be > 0, got {cfg.kd_temperature}")
     if cfg.mode == "static_teacher" and not cfg.teacher_nemo:
         raise ValueError("model.codert.teacher_nemo: mode 'static_teacher' needs the path of the teacher's .nemo")
+    if cfg.mode == "offline_teacher":
+        if not cfg.teacher_cache:
+            raise ValueError(
+                "model.codert.teacher_cache: mode 'offline_teacher' needs the directory of a teacher cache (make one "
+                "with examples/cache_teacher_logits.py)"
+            )
+        unsupported = {
+            "kd_target": cfg.kd_target != "encoder_logits",  # the cache holds encoder logits, no lattice
+            "kd_start": cfg.kd_start != "always",  # there is no teacher to validate
+            "kd_frame_shift": cfg.kd_frame_shift != 0,
+        }
+        for name, bad in unsupported.items():
+            if bad:
+                raise ValueError(
+                    f"model.codert.{name}: {getattr(cfg, name)!r} is not available in mode 'offline_teacher' (the "
+                    "cache holds the teacher's encoder logits of each training utterance, nothing else)"
+                )
     if model_cfg.get("student_encoder", None) is None:
         raise ValueError(
             "model.student_encoder: missing. A CoDERT config is a NeMo transducer config whose `encoder` is the "

@@ -5,6 +5,7 @@ from nemo_codert.models.mixins.atomic_save import AtomicSaveMixin
 from nemo_codert.models.mixins.aux_ctc_heads import AuxCtcHeadsMixin
 from nemo_codert.models.mixins.kd_gate import KdGateMixin
 from nemo_codert.models.mixins.norm_guard import NormStatisticsGuardMixin
+from nemo_codert.models.mixins.offline_teacher import OfflineTeacherMixin
 from nemo_codert.models.mixins.pair_losses import PairLossesMixin
 from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
 from nemo_codert.models.mixins.side_inference import SideInferenceMixin
@@ -15,6 +16,7 @@ __all__ = [
     "AuxCtcHeadsMixin",
     "KdGateMixin",
     "NormStatisticsGuardMixin",
+    "OfflineTeacherMixin",
     "PairLossesMixin",
     "ResumableShuffleMixin",
     "SideInferenceMixin",

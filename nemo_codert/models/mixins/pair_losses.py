@@ -11,6 +11,7 @@ from nemo.utils import logging
 
 from nemo_codert.losses.encoder_kd import encoder_kd_loss, encoder_logits
 from nemo_codert.losses.lattice_kd import joint_lattice, lattice_kd_loss
+from nemo_codert.losses.topk_kd import topk_kd_loss
 from nemo_codert.models.side import TransducerSide
 
 __all__ = ["PairLossesMixin"]
@@ -28,7 +29,9 @@ class PairLossesMixin:
     The host model is a NeMo RNN-T model whose ``encoder`` is the teacher's. It provides ``codert`` (the parsed
     ``model.codert`` section), ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_features`` (one
     preprocessor and spec-augment pass for both encoders), ``loss`` and (with ``ctc_weight``) ``ctc_loss``, and the
-    ``NormStatisticsGuardMixin``'s two calls, which the training step makes. ``codert_losses`` is the whole
+    ``NormStatisticsGuardMixin``'s two calls, which the training step makes; in mode offline_teacher,
+    ``offline_teacher_logits`` (``OfflineTeacherMixin``) for the KD term of a batch whose sample ids NeMo's dataset
+    handed over. ``codert_losses`` is the whole
     objective of one batch (tests and benchmarks call it directly); ``training_step`` replaces NeMo's.
     """
 
@@ -164,12 +167,13 @@ class PairLossesMixin:
         transcript: torch.Tensor,
         transcript_len: torch.Tensor,
         compute_wer: bool = False,
+        sample_ids: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """All CoDERT loss terms of one batch: ``loss`` (the weighted total) and its parts.
 
         Keys: loss, rnnt_student, rnnt_teacher (tandem only), ctc_student / ctc_teacher (with ``ctc_weight``),
-        kd and kd_weighted = λ·τ²·kd (with a teacher), encoded_len, and wer_num / wer_denom of the student when
-        ``compute_wer``.
+        kd and kd_weighted = λ·τ²·kd (with a teacher, or an offline teacher and the batch's ``sample_ids``: NeMo's
+        dataset index of each utterance), encoded_len, and wer_num / wer_denom of the student when ``compute_wer``.
         """
         grad = torch.is_grad_enabled()
         features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
@@ -216,13 +220,31 @@ class PairLossesMixin:
                 kd = self._kd(enc_s, z_s, enc_t, z_t, enc_s_len, decoded, transcript, transcript_len)
             out["kd"], out["kd_weighted"] = kd, scale * kd
             loss = loss + out["kd_weighted"]
+        elif self.codert.mode == "offline_teacher" and sample_ids is not None:
+            values, indices = self.offline_teacher_logits(sample_ids, enc_s_len, enc_s.shape[-1])
+            scale = self.kd_scale()
+            with torch.set_grad_enabled(grad and scale > 0):
+                # No teacher shares this joint_net: the KL trains the student's whole encoder-logit path.
+                z_s = z_s if z_s is not None else encoder_logits(student.joint, enc_s)
+                kd = topk_kd_loss(
+                    z_s,
+                    values,
+                    indices,
+                    enc_s_len,
+                    temperature=self.codert.kd_temperature,
+                    reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
+                )
+            out["kd"], out["kd_weighted"] = kd, scale * kd
+            loss = loss + out["kd_weighted"]
         out["loss"] = loss
         return {k: v for k, v in out.items() if v is not None or k in ("wer_num", "wer_denom")}
 
     def training_step(self, batch, batch_nb):
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
-        signal, signal_len, transcript, transcript_len = batch
+        # NeMo's datasets add each item's index as a fifth element when asked (the offline teacher asks).
+        signal, signal_len, transcript, transcript_len = batch[:4]
+        sample_ids = batch[4] if len(batch) > 4 else None
 
         trainer = getattr(self, "_trainer", None)
         log_every = trainer.log_every_n_steps if trainer is not None else 1
@@ -232,7 +254,9 @@ class PairLossesMixin:
         # A non-finite loss (a corrupt utterance, an overflow) must not poison the model: NeMo's skip_nan_grad
         # drops its update, NormStatisticsGuardMixin its effect on the BatchNorm statistics.
         norm_stats = self.snapshot_norm_statistics()
-        out = self.codert_losses(signal, signal_len, transcript, transcript_len, compute_wer=compute_wer)
+        out = self.codert_losses(
+            signal, signal_len, transcript, transcript_len, compute_wer=compute_wer, sample_ids=sample_ids
+        )
         loss = self.add_auxiliary_losses(out["loss"])
         if not torch.isfinite(loss):
             self.restore_norm_statistics_after_backward(norm_stats)
