@@ -7,7 +7,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, List, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
 __all__ = [
     "atomic_dir",
@@ -16,6 +16,7 @@ __all__ = [
     "quiet_trainer",
     "restore_nemo",
     "set_aside_superseded_last_checkpoints",
+    "vocabulary_difference",
     "write_json_atomic",
 ]
 
@@ -63,6 +64,18 @@ def atomic_dir(out: Path) -> Iterator[Path]:
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def vocabulary_difference(mine: Sequence[str], theirs: Sequence[str]) -> Optional[str]:
+    """None when two tokenizers' vocabularies are equal, else where they part: a class index of one means nothing
+    in the other, so a teacher and its student must share one."""
+    mine, theirs = list(mine), list(theirs)
+    if mine == theirs:
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+    return (
+        f"the teacher's {len(theirs)} tokens against model.tokenizer's {len(mine)}, first difference at index {first}"
+    )
 
 
 def flush_denormals() -> bool:

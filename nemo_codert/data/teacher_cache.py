@@ -32,7 +32,7 @@ from nemo.utils import logging
 from nemo_codert.data.manifest import read_manifest
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.losses.topk_kd import topk_logits
-from nemo_codert.utils import atomic_path, write_json_atomic
+from nemo_codert.utils import atomic_path, vocabulary_difference, write_json_atomic
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "utterance_key", "write_teacher_cache"]
 
@@ -227,13 +227,11 @@ class TeacherCache:
 
     def check_vocabulary(self, vocabulary: Sequence[str]) -> None:
         """The model's tokenizer must be the teacher's: a class index means nothing across vocabularies."""
-        mine, theirs = list(vocabulary), list(self.meta["vocabulary"])
-        if mine != theirs:
-            first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        difference = vocabulary_difference(vocabulary, self.meta["vocabulary"])
+        if difference:
             raise TeacherCacheError(
                 f"model.codert.teacher_cache: {self.directory} was made by a teacher with another vocabulary "
-                f"({len(theirs)} tokens vs model.tokenizer's {len(mine)}, first difference at index {first}); "
-                "teacher and student must share one tokenizer"
+                f"({difference}); teacher and student must share one tokenizer"
             )
 
     def rows(self, keys: Sequence[str], source: str) -> List[Any]:

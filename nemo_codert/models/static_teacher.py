@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
 from nemo.utils import logging
 
-from nemo_codert.utils import restore_nemo
+from nemo_codert.utils import restore_nemo, vocabulary_difference
 
 __all__ = ["adopt_teacher_config", "load_teacher_weights", "restore_teacher"]
 
@@ -92,13 +92,11 @@ def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
 
 def load_teacher_weights(model: Any, teacher: EncDecRNNTModel, path: str) -> None:
     """Copy the teacher's encoder/decoder/joint into ``model``'s (strict), after checking the vocabulary."""
-    mine, theirs = list(model.tokenizer.vocab), list(teacher.tokenizer.vocab)
-    if mine != theirs:
-        first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+    difference = vocabulary_difference(model.tokenizer.vocab, teacher.tokenizer.vocab)
+    if difference:
         raise ValueError(
-            f"model.codert.teacher_nemo: the tokenizer of {path} ({len(theirs)} tokens) differs from "
-            f"model.tokenizer ({len(mine)} tokens), first at index {first}; teacher and student must share "
-            "one vocabulary"
+            f"model.codert.teacher_nemo: the tokenizer of {path} differs from model.tokenizer ({difference}); "
+            "teacher and student must share one vocabulary"
         )
     for name in ("encoder", "decoder", "joint"):
         state: Dict[str, Any] = {
