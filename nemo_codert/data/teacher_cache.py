@@ -212,8 +212,8 @@ class TeacherCache:
         self.directory = Path(directory)
         if not _meta_path(self.directory).is_file():
             raise TeacherCacheError(
-                f"model.codert.teacher_cache: {self.directory} holds no teacher cache ({_META} missing); make one with "
-                "python examples/cache_teacher_logits.py model=TEACHER.nemo manifest=TRAIN_MANIFEST out=DIR"
+                f"model.codert.teacher_cache: {self.directory} holds no teacher cache ({_META} missing); make one "
+                "with python examples/cache_teacher_logits.py model=TEACHER.nemo manifest=TRAIN_MANIFEST out=DIR"
             )
         self.meta = _read_meta(self.directory)
         if not self.meta.get("complete"):
