@@ -26,6 +26,29 @@ SYSTEMS = ["static_teacher", "offline_teacher_k4", "offline_teacher", "offline_t
 REQUIRED = ["student_only", "teacher_only", "codert"]  # the table's own; reused when already trained
 
 
+def _batch_read_seconds(cache_dir: str, batch_size: int, batches: int = 50) -> float:
+    """Median wall time to read one training batch's cached logits (``TeacherCache.batch``, what the offline
+    teacher adds to a student's step besides the KL), over ``batches`` random batches."""
+    import random
+    import statistics
+    import time
+
+    import torch
+
+    from nemo_codert.data.teacher_cache import TeacherCache
+
+    cache = TeacherCache(cache_dir)
+    cuts = list(cache._cuts.values())
+    rng, seconds = random.Random(0), []
+    for _ in range(batches):
+        batch = rng.sample(cuts, batch_size)
+        frames = torch.tensor([c.custom["teacher_logits"].shape[0] for c in batch])
+        started = time.perf_counter()
+        cache.batch(batch, frames)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
 def _dev_wer(student_nemo: str, dev_manifest: Path) -> float:
     from nemo_codert.evaluation import evaluate
 
@@ -66,6 +89,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "cache": run.get("teacher_cache"),
             }
         )
+        if rows[-1]["cache"]:
+            batch_size = int(
+                paper_table.system_config(
+                    settings, paper_table.BY_NAME[name], seed, Path(), None
+                ).model.train_ds.batch_size
+            )
+            rows[-1]["cache"]["batch_read_seconds"] = _batch_read_seconds(rows[-1]["cache"]["dir"], batch_size)
     out = {"command": command, "commit": git_commit(), "machine": machine_description(), "rows": rows}
     (results_dir / "offline_teacher.json").write_text(json.dumps(out, indent=1))
     report = write_report(out, results_dir / "offline_teacher.md")
@@ -84,8 +114,8 @@ def write_report(out: Dict[str, Any], path: Path) -> Path:
         "- the table of the same runs (all systems, test WER, the cost pass): `table/paper_table.md`",
         "",
         "| system | dev WER | test WER | step (s) | vs static | train memory growth (MiB) | cache k | cache MB per h"
-        " of audio | cache build (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " of audio | cache build (s) | cache read per batch (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in out["rows"]:
         cache = r["cache"] or {}
@@ -99,6 +129,8 @@ def write_report(out: Dict[str, Any], path: Path) -> Path:
             + (f"{cache['bytes_per_hour'] / 1e6:.2f}" if cache else "-")
             + " | "
             + (f"{cache['build_seconds']:.0f}" if cache else "-")
+            + " | "
+            + (f"{1000 * cache['batch_read_seconds']:.1f}" if cache else "-")
             + " |"
         )
     path.write_text("\n".join(lines) + "\n")
