@@ -26,6 +26,8 @@ logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen),
 in place of the encoder logits, CoDERT's choice of what to distil measured against the other; 9 is 5 with the
 teacher's encoder logits cached once (top 8 per frame) and no teacher in training (``model.codert.mode:
 offline_teacher``; 9b and 9c keep 4 and 16, and run only when named, as ``benchmarks/offline_teacher.py`` does).
+4b and 5c are 4 and 5 with the teacher's KD logits made from the clean features (``model.codert.kd_teacher_input:
+clean``), as 9's cache is: whether clean targets are what 9 gains by; they too run only when named.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class System:
     curve: bool = False  # validate during training (dev WER over steps is plotted for these)
     kd_target: str = "encoder_logits"  # model.codert.kd_target: CoDERT's encoder logits, or the lattice (7, 8)
     cache_k: Optional[int] = None  # offline_teacher: logits per frame in the teacher cache
+    kd_teacher_input: str = "augmented"  # model.codert.kd_teacher_input: the teacher's KD logits from clean input?
     in_full_table: bool = True  # False: trained only when --systems names it
 
 
@@ -82,6 +85,23 @@ SYSTEMS: Sequence[System] = (
     System("offline_teacher_k4", "9b offline teacher (2), top-4", "offline_teacher", cache_k=4, in_full_table=False),
     System(
         "offline_teacher_k16", "9c offline teacher (2), top-16", "offline_teacher", cache_k=16, in_full_table=False
+    ),
+    # 9's targets without 9's other differences: 4 and 5 with the teacher's KD logits from the clean features.
+    System(
+        "codert_clean",
+        "4b CoDERT, clean KD targets",
+        "tandem",
+        curve=True,
+        kd_teacher_input="clean",
+        in_full_table=False,
+    ),
+    System(
+        "static_teacher_clean",
+        "5c static teacher (2), clean KD targets",
+        "static_teacher",
+        curve=True,
+        kd_teacher_input="clean",
+        in_full_table=False,
     ),
 )
 #: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
@@ -157,6 +177,7 @@ def system_config(
             c.kd_weight = system.kd_weight
         c.share_decoder = system.share_decoder
         c.kd_target = system.kd_target
+        c.kd_teacher_input = system.kd_teacher_input
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
         if system.teacher_sized:
             # The teacher architecture trained alone, at the teacher's learning rate.

@@ -248,18 +248,30 @@ class CodertRNNTBPEModel(
     # ------------------------------------------------------------------ forward
 
     def _features(
-        self, input_signal=None, input_signal_length=None, processed_signal=None, processed_signal_length=None
+        self,
+        input_signal=None,
+        input_signal_length=None,
+        processed_signal=None,
+        processed_signal_length=None,
+        augment: bool = True,
     ):
-        """One preprocessor and one spec-augment pass: both encoders must see exactly the same features."""
+        """One preprocessor and (``augment``, in training) one spec-augment pass: both encoders must see exactly the
+        same features."""
         if processed_signal is None:
             if input_signal is None or input_signal_length is None:
                 raise ValueError("pass either input_signal and input_signal_length, or processed_signal and length")
             processed_signal, processed_signal_length = self.preprocessor(
                 input_signal=input_signal, length=input_signal_length
             )
-        if self.spec_augmentation is not None and self.training:
-            processed_signal = self.spec_augmentation(input_spec=processed_signal, length=processed_signal_length)
+        if augment:
+            processed_signal = self._augment(processed_signal, processed_signal_length)
         return processed_signal, processed_signal_length
+
+    def _augment(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Spec-augment in training (a new tensor: the clean features stay as they were), the identity otherwise."""
+        if self.spec_augmentation is not None and self.training:
+            return self.spec_augmentation(input_spec=features, length=lengths)
+        return features
 
     @typecheck()
     def forward(

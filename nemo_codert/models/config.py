@@ -14,7 +14,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
 
-__all__ = ["CodertConfig", "KD_TARGETS", "MODES", "TEACHERLESS_MODES", "aux_ctc_weight", "parse_codert_config"]
+__all__ = [
+    "CodertConfig",
+    "KD_TARGETS",
+    "KD_TEACHER_INPUTS",
+    "MODES",
+    "TEACHERLESS_MODES",
+    "aux_ctc_weight",
+    "parse_codert_config",
+]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
 #: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
@@ -30,6 +38,10 @@ KD_STARTS = ("always", "teacher_leads")
 #: joint_lattice: Panchapagesan et al.'s KL on the collapsed joint posteriors over the lattice, the comparison
 #: (nemo_codert.losses.lattice_kd).
 KD_TARGETS = ("encoder_logits", "joint_lattice")
+#: augmented: the teacher's KD logits come from the spec-augmented features both encoders train on (the paper's
+#: in-place distillation). clean: from the same features before spec-augment, the teacher in inference mode (no
+#: dropout), as the offline cache's logits are made.
+KD_TEACHER_INPUTS = ("augmented", "clean")
 
 
 @dataclass
@@ -66,6 +78,10 @@ class CodertConfig:
     # k >= 0: the student's encoder-logit frame t is distilled towards the teacher's frame t - k. A streaming student
     # sees less future than a full-context teacher; a small delay lets it emit a little later (conf/codert_streaming).
     kd_frame_shift: int = 0
+    # What the teacher sees when it makes the KD targets (KD_TEACHER_INPUTS). clean costs tandem one teacher forward
+    # without a graph per step (the teacher's own losses still train on the augmented features); a static teacher
+    # simply runs on the clean features instead. An offline teacher's cache is made from clean input whatever this says.
+    kd_teacher_input: str = "augmented"
 
 
 def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
@@ -89,6 +105,10 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
         raise ValueError(f"model.codert.kd_start: {cfg.kd_start!r} is not one of {', '.join(KD_STARTS)}")
     if cfg.kd_target not in KD_TARGETS:
         raise ValueError(f"model.codert.kd_target: {cfg.kd_target!r} is not one of {', '.join(KD_TARGETS)}")
+    if cfg.kd_teacher_input not in KD_TEACHER_INPUTS:
+        raise ValueError(
+            f"model.codert.kd_teacher_input: {cfg.kd_teacher_input!r} is not one of {', '.join(KD_TEACHER_INPUTS)}"
+        )
     if cfg.cpu_rnnt_loss not in CPU_RNNT_LOSSES:
         raise ValueError(
             f"model.codert.cpu_rnnt_loss: {cfg.cpu_rnnt_loss!r} is not one of {', '.join(CPU_RNNT_LOSSES)}"

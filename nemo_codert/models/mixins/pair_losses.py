@@ -150,6 +150,17 @@ class PairLossesMixin:
             encoded, encoded_len = self.encoder(audio_signal=features, length=lengths)
         return encoded, encoded_len
 
+    def _teacher_inference_encoding(self, features, lengths):
+        """The tandem teacher's encoding as at inference (no dropout; BatchNorm on its running statistics, which this
+        pass leaves as they are), without a graph: the KD targets of ``kd_teacher_input: clean``."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            with torch.no_grad():
+                return self.encoder(audio_signal=features, length=lengths)
+        finally:
+            self.encoder.train(was_training)
+
     def _decoder_outputs(self, transcript, transcript_len, teacher: bool) -> Dict[str, Any]:
         """Prediction-network outputs of the student and (``teacher``) the teacher; a shared decoder runs once."""
         out = {"student": self.student.decoder(targets=transcript, target_length=transcript_len)[:2]}
@@ -176,7 +187,8 @@ class PairLossesMixin:
         dataset index of each utterance), encoded_len, and wer_num / wer_denom of the student when ``compute_wer``.
         """
         grad = torch.is_grad_enabled()
-        features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
+        clean, feature_len = self._features(input_signal=signal, input_signal_length=signal_len, augment=False)
+        features = self._augment(clean, feature_len)
         # A static teacher has no RNN-T loss: its prediction network runs only for the lattice KD target.
         lattice = self.codert.kd_target == "joint_lattice"
         teacher_decoder = self.codert.mode == "tandem" or (lattice and self.has_teacher)
@@ -194,13 +206,17 @@ class PairLossesMixin:
         loss = self.codert.student_rnnt_weight * loss_s
 
         if self.has_teacher:
-            enc_t, enc_t_len = self._encode_teacher(features, feature_len)
+            tandem = self.codert.mode == "tandem"
+            # Clean KD targets (outside training the features are clean anyway): a static teacher serves KD only, so
+            # it simply runs on the clean features; a tandem teacher trains on the augmented ones and runs once more.
+            clean_targets = self.codert.kd_teacher_input == "clean" and features is not clean
+            teacher_in = clean if clean_targets and not tandem else features
+            enc_t, enc_t_len = self._encode_teacher(teacher_in, feature_len)
             if not torch.equal(enc_t_len, enc_s_len):
                 raise RuntimeError(
                     f"CoDERT: teacher and student encoders emitted different frame counts "
                     f"({enc_t_len.tolist()} vs {enc_s_len.tolist()}); they must share one frame rate"
                 )
-            tandem = self.codert.mode == "tandem"
             # The teacher's logits need a graph only where its own CTC term trains it; KD detaches them anyway.
             z_t = None
             if self.codert.ctc_weight > 0 or not lattice:
@@ -214,10 +230,13 @@ class PairLossesMixin:
                 loss_t, out["ctc_teacher"] = self._with_ctc(rnnt_t, ctc_in, enc_t_len, transcript, transcript_len)
                 loss = loss + self.codert.teacher_rnnt_weight * loss_t
                 out["rnnt_teacher"] = rnnt_t
+            enc_kd, z_kd = enc_t, z_t
+            if clean_targets and tandem:
+                enc_kd, z_kd = self._teacher_inference_encoding(clean, feature_len)[0], None
             scale = self.kd_scale()
             # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
             with torch.set_grad_enabled(grad and scale > 0):
-                kd = self._kd(enc_s, z_s, enc_t, z_t, enc_s_len, decoded, transcript, transcript_len)
+                kd = self._kd(enc_s, z_s, enc_kd, z_kd, enc_s_len, decoded, transcript, transcript_len)
             out["kd"], out["kd_weighted"] = kd, scale * kd
             loss = loss + out["kd_weighted"]
         elif self.codert.mode == "offline_teacher" and sample_ids is not None:
