@@ -28,6 +28,7 @@ SYSTEMS = [
     "static_teacher_lattice",
     "offline_teacher",
 ]
+PAIRED = ("student_only", "teacher_only", "codert")  # systems the tiny table trains with both seeds
 TINY = [
     "--quick",
     "--hours",
@@ -45,6 +46,10 @@ TINY = [
     "--seeds",
     "0",
     "1",
+    # Two seeds where the paired ratios need them, one for the rest: the budget option the full table offers too.
+    "--single-seed",
+    *SYSTEMS[2:3],
+    *SYSTEMS[4:],
     "--set",
     "model.encoder.n_layers=1",
     "--set",
@@ -103,7 +108,7 @@ def test_paper_table_quick_pipeline(paper_table):
     rows = data["rows"]
     assert list(rows) == SYSTEMS
     for name in SYSTEMS:
-        assert set(rows[name]["test_wer"]) == {"0", "1"}  # every seed scored (JSON keys)
+        assert set(rows[name]["test_wer"]) == ({"0", "1"} if name in PAIRED else {"0"})  # every run scored
         assert rows[name]["step_seconds"] > 0 and rows[name]["peak_rss"] > 0
     # Every system deploys the same student, except system 2, which is the teacher architecture.
     student_params = {rows[n]["params"] for n in SYSTEMS if n != "teacher_only"}
@@ -119,9 +124,9 @@ def test_paper_table_quick_pipeline(paper_table):
 
     work = root / "work"
     with_teacher_file = ("static_teacher", "static_teacher_kd0", "static_teacher_lattice", "offline_teacher")
-    for seed, name in itertools.product((0, 1), with_teacher_file):
-        spec = json.loads((work / "train" / f"{name}-seed{seed}.json").read_text())["spec"]
-        assert spec["teacher_nemo"] == str(work / "runs" / f"teacher_only-seed{seed}" / "student.nemo")
+    for name in with_teacher_file:  # trained with seed 0 only (--single-seed)
+        spec = json.loads((work / "train" / f"{name}-seed0.json").read_text())["spec"]
+        assert spec["teacher_nemo"] == str(work / "runs" / "teacher_only-seed0" / "student.nemo")
     # System 9 learnt from a cache of that teacher, built once (8 logits a frame) and reused by its cost pass.
     cache = json.loads((work / "train" / "offline_teacher-seed0.json").read_text())["teacher_cache"]
     assert (
@@ -143,7 +148,7 @@ def test_paper_table_quick_pipeline(paper_table):
 def test_paper_table_rerun_reuses_finished_work(paper_table):
     root, args, _ = paper_table
     out = _run(args)
-    assert "20 of 20 already done (reused)" in out and "10 of 10 already done (reused)" in out
+    assert "13 of 13 already done (reused)" in out and "10 of 10 already done (reused)" in out
     assert "started " not in out and "evaluated " not in out
 
 

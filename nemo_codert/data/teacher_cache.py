@@ -122,7 +122,8 @@ def write_teacher_cache(
 
     out = Path(out)
     entries = read_manifest(manifest)
-    classes = int(teacher.joint.num_classes_with_blank)
+    # Token and blank logits only: a TDT teacher's duration outputs are not distilled (encoder_logits drops them).
+    classes = int(teacher.joint.num_classes_with_blank) - int(getattr(teacher.joint, "num_extra_outputs", 0) or 0)
     if classes > 32767:
         raise TeacherCacheError(f"teacher has {classes} classes: more than the cache's int16 indices hold")
     preprocessor = teacher.cfg.preprocessor

@@ -48,13 +48,18 @@ def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor, train_j
 
     Returns:
         Unnormalised logits, B x T x (V+1), blank last. No log-softmax or joint temperature is applied: the KD
-        temperature is the only one that acts here.
+        temperature is the only one that acts here. A TDT joint's duration outputs (``num_extra_outputs``, after
+        blank) are dropped: what is distilled is the token/blank distribution, which a plain RNN-T student has too;
+        a duration distribution given no token emission has no encoder-only meaning to compare.
     """
     projected = joint.project_encoder(encoder_output.transpose(1, 2))
     if train_joint_net:
-        return joint.joint_net(projected)
-    frozen = {name: p.detach() for name, p in joint.joint_net.named_parameters()}
-    return torch.func.functional_call(joint.joint_net, frozen, (projected,))
+        logits = joint.joint_net(projected)
+    else:
+        frozen = {name: p.detach() for name, p in joint.joint_net.named_parameters()}
+        logits = torch.func.functional_call(joint.joint_net, frozen, (projected,))
+    extra = int(getattr(joint, "num_extra_outputs", 0) or 0)
+    return logits[..., : logits.shape[-1] - extra] if extra else logits
 
 
 def valid_frames(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:

@@ -54,22 +54,26 @@ Dispatch
 ``forward``, ``reduction`` attribute and ``reduce``); it only swaps the inner kernel ``self._loss``
 (a :class:`RNNTLossNumba`) for :class:`DispatchingRNNTLossNumba`, a subclass of it that runs the
 vectorised kernel for CPU tensors and NeMo's own numba code for CUDA tensors (nothing changes on GPU).
-Other ``loss_name`` values (``pytorch``, ``tdt``, ``multiblank_rnnt``, ``graph_rnnt``...) are left
-exactly as NeMo resolves them (no vectorised path; NeMo's behaviour, including its errors, is kept).
+``loss_name: tdt`` gets :class:`DispatchingTDTLossNumba` likewise (NeMo has no CPU TDT loss at all; the CPU kernel is
+``nemo_codert.losses.tdt_cpu``). Other ``loss_name`` values (``pytorch``, ``multiblank_rnnt``, ``graph_rnnt``...) are
+left exactly as NeMo resolves them (no vectorised path; NeMo's behaviour, including its errors, is kept).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 from typing import Iterator, Optional, Tuple
 
 import torch
 
 from nemo.collections.asr.losses.rnnt import RNNTLoss
-from nemo.collections.asr.parts.numba.rnnt_loss.rnnt_pytorch import RNNTLossNumba, certify_inputs
+from nemo.collections.asr.parts.numba.rnnt_loss.rnnt_pytorch import RNNTLossNumba, TDTLossNumba, certify_inputs
 
-__all__ = ["CpuRNNTLoss", "DispatchingRNNTLossNumba", "rnnt_loss_cpu_vectorized"]
+from nemo_codert.losses.tdt_cpu import tdt_loss_cpu
+
+__all__ = ["CpuRNNTLoss", "DispatchingRNNTLossNumba", "DispatchingTDTLossNumba", "rnnt_loss_cpu_vectorized"]
 
 _NEG_INF = float("-inf")
 
@@ -376,6 +380,52 @@ class DispatchingRNNTLossNumba(RNNTLossNumba):
         return costs.float()
 
 
+class DispatchingTDTLossNumba(TDTLossNumba):
+    """NeMo's ``TDTLossNumba`` (same attributes, same CUDA path) whose CPU branch is
+    :func:`nemo_codert.losses.tdt_cpu.tdt_loss_cpu` instead of NeMo's error ("TDT is not yet implemented for non CUDA
+    computation"); ``CpuRNNTLoss`` swaps it in for ``loss_name: tdt``.
+
+    NeMo's ``omega`` is kept: with that probability a batch's loss is the plain RNN-T loss of the token/blank logits
+    (no ``sigma``, no duration gradient), by this module's RNN-T kernel. ``fastemit_lambda`` and ``clamp`` (gradient
+    modifications inside NeMo's CUDA kernel) are not implemented on CPU: a non-default value is an error, never a
+    silent difference."""
+
+    @classmethod
+    def from_numba_loss(cls, loss: TDTLossNumba) -> "DispatchingTDTLossNumba":
+        return cls(
+            blank=loss.blank,
+            durations=list(loss.durations),
+            reduction=loss.reduction,
+            fastemit_lambda=loss.fastemit_lambda,
+            clamp=loss.clamp,
+            sigma=loss.sigma,
+            omega=loss.omega,
+        )
+
+    def forward(
+        self, acts: torch.Tensor, labels: torch.Tensor, act_lens: torch.Tensor, label_lens: torch.Tensor
+    ) -> torch.Tensor:
+        if acts.device.type != "cpu":
+            return super().forward(acts, labels, act_lens, label_lens)
+        if self.fastemit_lambda != 0 or self.clamp > 0:
+            raise ValueError(
+                f"TDT loss on CPU: fastemit_lambda={self.fastemit_lambda}, clamp={self.clamp} are gradient changes of "
+                "NeMo's CUDA kernel that the CPU kernel does not implement; set loss.tdt_kwargs.fastemit_lambda=0 "
+                "and clamp=-1 for CPU training"
+            )
+        if self.omega > 0 and random.uniform(0, 1) < self.omega:
+            # NeMo's sampled RNN-T loss: the token/blank part as a plain transducer.
+            token_acts = acts[..., : acts.shape[-1] - len(self.durations)]
+            costs = rnnt_loss_cpu_vectorized(token_acts, labels, act_lens, label_lens, self.blank, 0.0, 0.0)
+        else:
+            costs = tdt_loss_cpu(acts, labels, act_lens, label_lens, self.blank, self.durations, self.sigma)
+        if self.reduction in ("sum", "mean"):
+            costs = costs.sum().unsqueeze(-1)
+            if self.reduction == "mean":
+                costs = costs / acts.shape[0]
+        return costs
+
+
 class CpuRNNTLoss(RNNTLoss):
     """NeMo's ``RNNTLoss`` with a vectorised CPU kernel for ``loss_name`` ``'default'``/``'warprnnt_numba'``.
 
@@ -389,7 +439,8 @@ class CpuRNNTLoss(RNNTLoss):
     (int64 casts, fp32 upcast, trimming to the max lengths), ``reduction`` (settable) and ``reduce``,
     so it works inside ``RNNTJoint.set_loss`` with ``fuse_loss_wer=True``. The kernel ``self._loss``
     becomes a :class:`DispatchingRNNTLossNumba`: CPU tensors -> vectorised exact kernel, CUDA tensors ->
-    NeMo's numba kernel. Any other ``loss_name`` keeps NeMo's resolved kernel untouched (no speed-up).
+    NeMo's numba kernel; ``loss_name: tdt`` likewise gets :class:`DispatchingTDTLossNumba`. Any other ``loss_name``
+    keeps NeMo's resolved kernel untouched (no speed-up).
     """
 
     def __init__(
@@ -400,11 +451,13 @@ class CpuRNNTLoss(RNNTLoss):
         loss_kwargs: Optional[dict] = None,
     ) -> None:
         super().__init__(num_classes=num_classes, reduction=reduction, loss_name=loss_name, loss_kwargs=loss_kwargs)
-        # Exact type: MultiblankRNNTLossNumba/TDTLossNumba are different functions and keep NeMo's kernel.
+        # Exact types: MultiblankRNNTLossNumba (a subclass of neither) keeps NeMo's kernel.
         if type(self._loss) is RNNTLossNumba:
             self._loss = DispatchingRNNTLossNumba.from_numba_loss(self._loss)
+        elif type(self._loss) is TDTLossNumba:
+            self._loss = DispatchingTDTLossNumba.from_numba_loss(self._loss)
 
     @property
     def uses_vectorized_cpu_kernel(self) -> bool:
-        """Whether CPU inputs take the vectorised path (False for loss names other than warprnnt_numba)."""
-        return isinstance(self._loss, DispatchingRNNTLossNumba)
+        """Whether CPU inputs take a vectorised path (False for loss names other than warprnnt_numba and tdt)."""
+        return isinstance(self._loss, (DispatchingRNNTLossNumba, DispatchingTDTLossNumba))

@@ -110,6 +110,11 @@ class CodertRNNTBPEModel(
         self._build_ctc_heads()
         self._setup_losses()
 
+        if codert.kd_target == "joint_lattice" and self.joint.num_extra_outputs:
+            raise ValueError(
+                "model.codert.kd_target: joint_lattice collapses the joint's token/blank posteriors; a joint with "
+                f"{self.joint.num_extra_outputs} extra (TDT duration) outputs has no such lattice: use encoder_logits"
+            )
         if self.has_teacher:
             self.student_encoder = student_encoder
             check_same_frame_rate(self.encoder, self.student_encoder, self.cfg.encoder.feat_in)
@@ -125,18 +130,23 @@ class CodertRNNTBPEModel(
 
     def _setup_losses(self) -> None:
         """The RNN-T loss (vectorised on CPU tensors if asked) and the auxiliary CTC loss at the current vocabulary."""
-        num_classes = self.joint.num_classes_with_blank - 1
+        # Tokens, without blank and without a TDT joint's duration outputs.
+        tokens = self.joint.num_classes_with_blank - 1 - self.joint.num_extra_outputs
         reduction = self.cfg.get("rnnt_reduction", "mean_batch")
         if self.codert.cpu_rnnt_loss == "vectorised":
-            # Same constructor arguments NeMo uses; CUDA tensors still reach NeMo's numba kernel through it.
+            # Same constructor arguments NeMo uses (NeMo counts other extra outputs, multi-blank's, as classes); CUDA
+            # tensors still reach NeMo's numba kernel through it, CPU tensors a vectorised RNN-T or TDT kernel.
             loss_name, loss_kwargs = self.extract_rnnt_loss_cfg(self.cfg.get("loss", None))
             self.loss = CpuRNNTLoss(
-                num_classes=num_classes, loss_name=loss_name, loss_kwargs=loss_kwargs, reduction=reduction
+                num_classes=tokens if loss_name == "tdt" else tokens + self.joint.num_extra_outputs,
+                loss_name=loss_name,
+                loss_kwargs=loss_kwargs,
+                reduction=reduction,
             )
         if self.ctc_weight > 0:
             # NeMo's CTC loss over the encoder logits or the aux_ctc heads; blank is the last class in both.
             self.ctc_loss = CTCLoss(
-                num_classes=num_classes,
+                num_classes=tokens,
                 zero_infinity=True,  # a too-short utterance for its transcript gives 0, not inf
                 reduction=self.ctc_reduction,
             )

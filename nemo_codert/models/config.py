@@ -80,7 +80,8 @@ class CodertConfig:
     kd_frame_shift: int = 0
     # What the teacher sees when it makes the KD targets (KD_TEACHER_INPUTS). clean costs tandem one teacher forward
     # without a graph per step (the teacher's own losses still train on the augmented features); a static teacher
-    # simply runs on the clean features instead. An offline teacher's cache is made from clean input whatever this says.
+    # simply runs on the clean features instead. An offline teacher's cache is made from clean input whatever this
+    # says.
     kd_teacher_input: str = "augmented"
 
 

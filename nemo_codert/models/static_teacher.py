@@ -73,6 +73,7 @@ def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
         cfg.encoder = teacher_cfg.encoder
         cfg.decoder = teacher_cfg.decoder
         cfg.joint.jointnet = teacher_cfg.joint.jointnet
+        _adopt_duration_outputs(cfg, teacher_cfg, path)
         cfg.model_defaults.enc_hidden = teacher_cfg.joint.jointnet.encoder_hidden
         cfg.model_defaults.pred_hidden = teacher_cfg.joint.jointnet.pred_hidden
         if "preprocessor" in teacher_cfg:
@@ -88,6 +89,28 @@ def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
             if features is not None and "feat_in" in cfg.student_encoder:
                 cfg.student_encoder.feat_in = features
     return cfg
+
+
+def _adopt_duration_outputs(cfg: DictConfig, teacher_cfg: DictConfig, path: str) -> None:
+    """A TDT teacher's joint has duration outputs after blank; the shared joint keeps them, so the student is a TDT
+    transducer too and takes the teacher's TDT loss and TDT decoding. Any other teacher leaves the config's own loss
+    and decoding as they are."""
+    extra = int(teacher_cfg.joint.get("num_extra_outputs", 0) or 0)
+    cfg.joint.num_extra_outputs = extra
+    if not extra:
+        return
+    loss = teacher_cfg.get("loss", None)
+    loss_name = loss.get("loss_name", None) if loss is not None else None
+    if loss_name != "tdt":
+        raise ValueError(
+            f"model.codert.teacher_nemo: {path} has a joint with {extra} extra outputs and loss {loss_name!r}; of "
+            "NeMo's transducers with extra outputs only TDT (loss_name: tdt) can be a teacher (multi-blank cannot)"
+        )
+    cfg.loss = OmegaConf.create(OmegaConf.to_container(loss, resolve=True))
+    # NeMo's TDT configs name the durations in the decoding section too (NeMo writes them there from the loss).
+    cfg.decoding.model_type = "tdt"
+    cfg.decoding.durations = list(cfg.loss.get("tdt_kwargs", {}).get("durations", []))
+    logging.info(f"CoDERT: the static teacher {path} is a TDT model: the student shares its TDT joint and loss")
 
 
 def load_teacher_weights(model: Any, teacher: EncDecRNNTModel, path: str) -> None:

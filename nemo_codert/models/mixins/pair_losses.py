@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -124,6 +124,19 @@ class PairLossesMixin:
             lam *= min(1.0, max(0, trainer.global_step - start) / self.codert.kd_warmup_steps)
         return lam * self.codert.kd_temperature**2
 
+    def _add_weighted_kd(
+        self, out: Dict[str, Any], loss: torch.Tensor, kd_term: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """``loss`` + λ·τ²·``kd_term()``, the term and its weighted value recorded in ``out`` (kd, kd_weighted).
+
+        At λ·τ² = 0 (implicit distillation only, or the start of a KD warm-up) the term is reported but builds no
+        graph."""
+        scale = self.kd_scale()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and scale > 0):
+            kd = kd_term()
+        out["kd"], out["kd_weighted"] = kd, scale * kd
+        return loss + out["kd_weighted"]
+
     def _with_ctc(
         self,
         rnnt: torch.Tensor,
@@ -233,28 +246,24 @@ class PairLossesMixin:
             enc_kd, z_kd = enc_t, z_t
             if clean_targets and tandem:
                 enc_kd, z_kd = self._teacher_inference_encoding(clean, feature_len)[0], None
-            scale = self.kd_scale()
-            # λ = 0 (implicit distillation only, or the start of a KD warm-up): KD is reported but builds no graph.
-            with torch.set_grad_enabled(grad and scale > 0):
-                kd = self._kd(enc_s, z_s, enc_kd, z_kd, enc_s_len, decoded, transcript, transcript_len)
-            out["kd"], out["kd_weighted"] = kd, scale * kd
-            loss = loss + out["kd_weighted"]
+            loss = self._add_weighted_kd(
+                out, loss, lambda: self._kd(enc_s, z_s, enc_kd, z_kd, enc_s_len, decoded, transcript, transcript_len)
+            )
         elif self.codert.mode == "offline_teacher" and sample_ids is not None:
             values, indices = self.offline_teacher_logits(sample_ids, enc_s_len, enc_s.shape[-1])
-            scale = self.kd_scale()
-            with torch.set_grad_enabled(grad and scale > 0):
-                # No teacher shares this joint_net: the KL trains the student's whole encoder-logit path.
-                z_s = z_s if z_s is not None else encoder_logits(student.joint, enc_s)
-                kd = topk_kd_loss(
-                    z_s,
+            # No teacher shares this joint_net: the KL trains the student's whole encoder-logit path.
+            loss = self._add_weighted_kd(
+                out,
+                loss,
+                lambda: topk_kd_loss(
+                    z_s if z_s is not None else encoder_logits(student.joint, enc_s),
                     values,
                     indices,
                     enc_s_len,
                     temperature=self.codert.kd_temperature,
                     reduction=self.cfg.get("rnnt_reduction", "mean_batch"),
-                )
-            out["kd"], out["kd_weighted"] = kd, scale * kd
-            loss = loss + out["kd_weighted"]
+                ),
+            )
         out["loss"] = loss
         return {k: v for k, v in out.items() if v is not None or k in ("wer_num", "wer_denom")}
 
