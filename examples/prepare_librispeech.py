@@ -26,9 +26,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE pieces of the tokenizer (default 1024)")
     parser.add_argument("--num-jobs", type=int, default=1, help="threads of lhotse's recipe")
+    parser.add_argument(
+        "--shar-shard-size",
+        type=int,
+        metavar="N",
+        help="also write the train parts as lhotse Shar shards of N utterances (audio inside; train from shar_path)",
+    )
     args = parser.parse_args(argv)
     try:
-        prepared = prepare_librispeech(args.corpus_dir, args.out, args.parts, args.vocab_size, args.num_jobs)
+        prepared = prepare_librispeech(
+            args.corpus_dir, args.out, args.parts, args.vocab_size, args.num_jobs, args.shar_shard_size
+        )
     except LibriSpeechError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -37,11 +45,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"tokenizer: {prepared.tokenizer_dir}")
     train = next(p for p in prepared.cuts if p.startswith("train"))
     # `++` adds or overrides: any CoDERT config; `data=null`: no embedded corpus is built.
+    # From Shar, NeMo's reader takes shar_path (and would ignore a cuts_path with a warning).
+    source = (
+        f"++model.train_ds.shar_path={prepared.shar[train]}"
+        if train in prepared.shar
+        else f"++model.train_ds.cuts_path={prepared.cuts[train]}"
+    )
     overrides = [
         "data=null",
         "++model.train_ds.use_lhotse=true",
-        f"++model.train_ds.cuts_path={prepared.cuts[train]}",
+        source,
         "++model.train_ds.manifest_filepath=null",
+        # NeMo repeats Shar shards without end: an epoch is then this many batches (NeMo's lhotse convention). And
+        # lhotse's concurrent bucketing thread (non-daemon) keeps refilling its buckets from the endless stream after
+        # training: where it runs in the main process (num_workers=0) the process never exits. Bucketing in the
+        # loader's own thread costs nothing measurable with workers and avoids that.
+        *(
+            ["++trainer.limit_train_batches=1000", "++model.train_ds.concurrent_bucketing=false"]
+            if train in prepared.shar
+            else []
+        ),
         f"++model.tokenizer.dir={prepared.tokenizer_dir}",
     ]
     for section, kind in (("validation_ds", "dev"), ("test_ds", "test")):

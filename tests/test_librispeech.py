@@ -9,6 +9,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -71,6 +72,47 @@ def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, lib
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     prepare_librispeech(root, out, vocab_size=64)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+
+
+def test_train_parts_as_lhotse_shar_train_through_nemos_shar_reader(corpus, librispeech_tree, tmp_path, capsys):
+    from lhotse import CutSet
+
+    from nemo_codert.models import CodertRNNTBPEModel
+
+    root, texts = librispeech_tree
+    out = tmp_path / "prepared"
+    argv = ["--corpus-dir", str(root), "--out", str(out), "--vocab-size", "64", "--shar-shard-size", "8"]
+    assert _script().main(argv) == 0
+    shar = out / "shar" / "train-clean-5"
+    printed = capsys.readouterr().out
+    assert f"++model.train_ds.shar_path={shar}" in printed and "++trainer.limit_train_batches=" in printed
+    assert "++model.train_ds.concurrent_bucketing=false" in printed
+    assert not (out / "shar" / "dev-clean-2").exists()  # only the training parts are sharded
+    cuts = list(CutSet.from_jsonl_lazy(out / "cuts" / "train-clean-5.jsonl.gz"))
+    tars = sorted(shar.glob("recording.*.tar"))
+    assert len(tars) == -(-len(cuts) // 8) and len(sorted(shar.glob("cuts.*.jsonl.gz"))) == len(tars)
+    # The audio travels inside the shards: each cut's samples equal the FLAC file's.
+    from_shar = {c.id: c for c in CutSet.from_shar(in_dir=shar)}
+    assert set(from_shar) == {c.id for c in cuts}
+    first = cuts[0]
+    np.testing.assert_allclose(from_shar[first.id].load_audio(), first.load_audio(), atol=1e-4)
+
+    overrides = lhotse_train_ds(None)
+    overrides |= {
+        "train_ds.cuts_path": None,
+        "train_ds.shar_path": str(shar),
+        "train_ds.concurrent_bucketing": False,  # as printed: else lhotse's producer thread outlives training
+        "tokenizer.dir": str(out / "tokenizer_spe_bpe_v64"),
+        "validation_ds.manifest_filepath": str(out / "manifests/dev-clean-2.json"),
+    }
+    torch.manual_seed(0)
+    # An infinite train set: NeMo needs the batches of a (pseudo-)epoch as an int, as the script prints.
+    trainer = make_trainer(max_steps=3, limit_train_batches=2)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **overrides), trainer=trainer)
+    before = [p.detach().clone() for p in model.student_encoder.parameters()]
+    trainer.fit(model)
+    assert trainer.global_step == 3  # across two pseudo-epochs
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.student_encoder.parameters()))
 
 
 def _one_chapter(root: Path) -> Path:

@@ -12,6 +12,10 @@ Layout of ``out`` (each file written atomically; a file that exists is reused, s
     lhotse/librispeech_{recordings,supervisions}_<part>.jsonl.gz   the recipe's own manifests (its cache)
     cuts/<part>.jsonl.gz            a CutSet per part (read lazily: ``model.train_ds.cuts_path`` with ``use_lhotse``)
     manifests/<part>.json           NeMo's manifest per part (audio_filepath, duration, text)
+    shar/<part>/                    with ``shar_shard_size``, the train-* parts as lhotse Shar shards
+                                    (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar of FLAC): sequential reads for a
+                                    large corpus on network storage, ``model.train_ds.shar_path``; NeMo shuffles the
+                                    shards and repeats them (an infinite train set: training ends at max_steps)
     tokenizer_spe_bpe_v<N>/         sentencepiece BPE on the train-* parts' text, laid out as NeMo's
                                     ``process_asr_text_tokenizer.py`` lays it out (``model.tokenizer.dir``)
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -56,6 +60,7 @@ class PreparedLibriSpeech:
     cuts: Dict[str, Path]
     manifests: Dict[str, Path]
     tokenizer_dir: Path
+    shar: Dict[str, Path] = field(default_factory=dict)
 
 
 def _root(corpus_dir: Path) -> Path:
@@ -135,6 +140,14 @@ def _write_part(cuts, cuts_path: Path, manifest_path: Path) -> None:
                 f.write(json.dumps(entry) + "\n")
 
 
+def _write_shar(cuts, shar_dir: Path, shard_size: int) -> None:
+    """A part as lhotse Shar: ``shard_size`` cuts a shard, their audio re-encoded as FLAC inside the shards' tars."""
+    if not shar_dir.is_dir():
+        with atomic_dir(shar_dir) as tmp:
+            tmp.mkdir(parents=True)  # lhotse's shard writers expect the directory
+            cuts.to_shar(tmp, fields={"recording": "flac"}, shard_size=shard_size)
+
+
 def _tokenizer(out: Path, texts: Sequence[str], vocab_size: int) -> Path:
     """NeMo's tokenizer directory name for a BPE model of ``vocab_size``; trained aside and renamed into place."""
     final = out / f"tokenizer_spe_bpe_v{vocab_size}"
@@ -150,12 +163,16 @@ def prepare_librispeech(
     parts: Optional[Sequence[str]] = None,
     vocab_size: int = 1024,
     num_jobs: int = 1,
+    shar_shard_size: Optional[int] = None,
 ) -> PreparedLibriSpeech:
     """Prepare the LibriSpeech ``parts`` (default: every part present) under ``corpus_dir`` into ``out``.
 
     The tree is checked first (:class:`LibriSpeechError` naming the file at the first problem), then read by lhotse's
-    recipe; the tokenizer is trained on the ``train-*`` parts among ``parts`` (one is needed).
+    recipe; the tokenizer is trained on the ``train-*`` parts among ``parts`` (one is needed). With
+    ``shar_shard_size`` the train-* parts are also written as lhotse Shar shards of that many cuts.
     """
+    if shar_shard_size is not None and shar_shard_size < 1:
+        raise LibriSpeechError(f"--shar-shard-size {shar_shard_size}: a shard needs at least one utterance")
     from lhotse import CutSet
     from lhotse.recipes import prepare_librispeech as lhotse_recipe
 
@@ -182,5 +199,8 @@ def prepare_librispeech(
         _write_part(cuts, prepared.cuts[part], prepared.manifests[part])
         if part in train_parts:
             texts.extend(s.text for cut in cuts for s in cut.supervisions)
+            if shar_shard_size:
+                prepared.shar[part] = out / "shar" / part
+                _write_shar(cuts, prepared.shar[part], shar_shard_size)
     prepared.tokenizer_dir = _tokenizer(out, texts, vocab_size)
     return prepared
