@@ -27,7 +27,8 @@ in place of the encoder logits, CoDERT's choice of what to distil measured again
 teacher's encoder logits cached once (top 8 per frame) and no teacher in training (``model.codert.mode:
 offline_teacher``; 9b and 9c keep 4 and 16, and run only when named, as ``benchmarks/offline_teacher.py`` does).
 4b and 5c are 4 and 5 with the teacher's KD logits made from the clean features (``model.codert.kd_teacher_input:
-clean``), as 9's cache is: whether clean targets are what 9 gains by; they too run only when named.
+clean``), as 9's cache is, and 5d is 5 with the student's own prediction network and joint, as 9 has: which of 9's
+differences it gains by; they too run only when named.
 """
 
 from __future__ import annotations
@@ -93,6 +94,16 @@ SYSTEMS: Sequence[System] = (
         "tandem",
         curve=True,
         kd_teacher_input="clean",
+        in_full_table=False,
+    ),
+    # 9's other difference: the student's own prediction network and joint, learnt from scratch, the KL training
+    # its whole encoder-logit path (nothing shared can collapse); 5 with that and nothing else changed.
+    System(
+        "static_teacher_own_decoder",
+        "5d static teacher (2), the student's own decoder and joint",
+        "static_teacher",
+        share_decoder=False,
+        curve=True,
         in_full_table=False,
     ),
     System(
