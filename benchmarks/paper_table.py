@@ -76,7 +76,7 @@ SYSTEMS: Sequence[System] = (
     # 5's control: the same frozen teacher (its trained prediction network and joint serve the student) without KD,
     # so that 5 - 5b is what the KD term itself buys.
     System("static_teacher_kd0", "5b static teacher (2), lambda=0", "static_teacher", kd_weight=0.0),
-    System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False),
+    System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False, curve=True),
     # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
     System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
