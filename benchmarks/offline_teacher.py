@@ -7,7 +7,8 @@ A thin driver over ``paper_table.py`` (the same harness, corpus, teachers and co
 ``--results-dir`` is the table's): it trains system 5 (static teacher: system 2's exported model, frozen, run at
 every step) and system 9 at k = 4, 8, 16 (the same teacher's encoder logits cached once, top k per frame; no teacher
 in training), reusing the table's runs of 1, 2 and 4. Then it scores every student on the dev split too (k is chosen on
-dev) and writes ``offline_teacher.{md,json}``: dev and test WER, step time and peak memory from the table's cost pass
+dev) and writes ``<results-dir>/offline_teacher.{md,json}`` (the table itself in ``<results-dir>/offline_teacher/table``;
+default ``benchmarks/results``): dev and test WER, step time and peak memory from the table's cost pass
 (one process at a time), the cache's disk bytes per hour of audio and its build time.
 """
 
@@ -58,11 +59,11 @@ def _dev_wer(student_nemo: str, dev_manifest: Path) -> float:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results" / "offline_teacher")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "offline_teacher")
     args, table_args = parser.parse_known_args(argv)
     results_dir = args.results_dir.resolve()
-    table_dir = results_dir / "table"
+    table_dir = results_dir / "offline_teacher" / "table"
     command = typed_command("offline_teacher.py", argv)
 
     table_argv = [*table_args, "--work-dir", str(args.work_dir), "--results-dir", str(table_dir)]
@@ -111,7 +112,7 @@ def write_report(out: Dict[str, Any], path: Path) -> Path:
         f"- command: `{out['command']}`",
         f"- commit: {out['commit']}",
         f"- machine: {out['machine']}",
-        "- the table of the same runs (all systems, test WER, the cost pass): `table/paper_table.md`",
+        "- the table of the same runs (all systems, test WER, the cost pass): `offline_teacher/table/paper_table.md`",
         "",
         "| system | dev WER | test WER | step (s) | vs static | train memory growth (MiB) | cache k | cache MB per h"
         " of audio | cache build (s) | cache read per batch (ms) |",

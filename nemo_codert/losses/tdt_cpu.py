@@ -1,4 +1,5 @@
-"""TDT (token-and-duration transducer) loss for CPU tensors, vectorised; NeMo's kernel for CUDA tensors.
+"""TDT (token-and-duration transducer) loss for CPU tensors, vectorised (``rnnt_cpu.DispatchingTDTLossNumba`` sends
+CPU tensors here and CUDA tensors to NeMo's kernel).
 
 Why this exists
 ---------------
