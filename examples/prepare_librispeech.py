@@ -45,26 +45,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"tokenizer: {prepared.tokenizer_dir}")
     train = next(p for p in prepared.cuts if p.startswith("train"))
     # `++` adds or overrides: any CoDERT config; `data=null`: no embedded corpus is built.
-    # From Shar, NeMo's reader takes shar_path (and would ignore a cuts_path with a warning).
-    source = (
-        f"++model.train_ds.shar_path={prepared.shar[train]}"
-        if train in prepared.shar
-        else f"++model.train_ds.cuts_path={prepared.cuts[train]}"
-    )
+    if train in prepared.shar:
+        # From Shar, NeMo's reader takes shar_path (and would ignore a cuts_path with a warning). It repeats Shar
+        # shards without end: an epoch is then this many batches (NeMo's lhotse convention). And lhotse's concurrent
+        # bucketing thread (non-daemon) keeps refilling its buckets from the endless stream after training: where it
+        # runs in the main process (num_workers=0) the process never exits. Bucketing in the loader's own thread costs
+        # nothing measurable with workers and avoids that.
+        source = [
+            f"++model.train_ds.shar_path={prepared.shar[train]}",
+            "++trainer.limit_train_batches=1000",
+            "++model.train_ds.concurrent_bucketing=false",
+        ]
+    else:
+        source = [f"++model.train_ds.cuts_path={prepared.cuts[train]}"]
     overrides = [
         "data=null",
         "++model.train_ds.use_lhotse=true",
-        source,
+        *source,
         "++model.train_ds.manifest_filepath=null",
-        # NeMo repeats Shar shards without end: an epoch is then this many batches (NeMo's lhotse convention). And
-        # lhotse's concurrent bucketing thread (non-daemon) keeps refilling its buckets from the endless stream after
-        # training: where it runs in the main process (num_workers=0) the process never exits. Bucketing in the
-        # loader's own thread costs nothing measurable with workers and avoids that.
-        *(
-            ["++trainer.limit_train_batches=1000", "++model.train_ds.concurrent_bucketing=false"]
-            if train in prepared.shar
-            else []
-        ),
         f"++model.tokenizer.dir={prepared.tokenizer_dir}",
     ]
     for section, kind in (("validation_ds", "dev"), ("test_ds", "test")):

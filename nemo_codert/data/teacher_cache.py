@@ -30,7 +30,7 @@ import torch
 from nemo.utils import logging
 
 from nemo_codert.data.manifest import read_manifest
-from nemo_codert.losses.encoder_kd import encoder_logits
+from nemo_codert.losses.encoder_kd import encoder_logit_classes, encoder_logits
 from nemo_codert.losses.topk_kd import topk_logits
 from nemo_codert.utils import atomic_path, vocabulary_difference, write_json_atomic
 
@@ -123,7 +123,7 @@ def write_teacher_cache(
     out = Path(out)
     entries = read_manifest(manifest)
     # Token and blank logits only: a TDT teacher's duration outputs are not distilled (encoder_logits drops them).
-    classes = int(teacher.joint.num_classes_with_blank) - int(getattr(teacher.joint, "num_extra_outputs", 0) or 0)
+    classes = encoder_logit_classes(teacher.joint)
     if classes > 32767:
         raise TeacherCacheError(f"teacher has {classes} classes: more than the cache's int16 indices hold")
     preprocessor = teacher.cfg.preprocessor

@@ -30,7 +30,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["KD_REDUCTIONS", "check_kd_arguments", "encoder_logits", "encoder_kd_loss", "valid_frames"]
+__all__ = [
+    "KD_REDUCTIONS",
+    "check_kd_arguments",
+    "encoder_logit_classes",
+    "encoder_logits",
+    "encoder_kd_loss",
+    "valid_frames",
+]
 
 #: NeMo ``rnnt_reduction`` values the KD term follows. ``mean`` and ``mean_volume`` divide by target lengths, a
 #: per-token normalisation with no frame-level counterpart: they are rejected rather than approximated.
@@ -41,7 +48,7 @@ def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor, train_j
     """Encoder logits of a NeMo transducer: ``joint.joint_net(joint.project_encoder(enc))``.
 
     Args:
-        joint: a NeMo ``RNNTJoint`` (anything with ``project_encoder`` and ``joint_net``).
+        joint: a NeMo ``RNNTJoint`` (``project_encoder``, ``joint_net``, ``num_classes_with_blank``).
         encoder_output: NeMo encoder output, B x D x T (NeMo's channel-first layout).
         train_joint_net: False runs ``joint_net`` with its parameters detached: gradient still flows *through* it
             to the projection and the encoder, but no loss on these logits updates ``joint_net`` itself.
@@ -58,8 +65,14 @@ def encoder_logits(joint: torch.nn.Module, encoder_output: torch.Tensor, train_j
     else:
         frozen = {name: p.detach() for name, p in joint.joint_net.named_parameters()}
         logits = torch.func.functional_call(joint.joint_net, frozen, (projected,))
-    extra = int(getattr(joint, "num_extra_outputs", 0) or 0)
-    return logits[..., : logits.shape[-1] - extra] if extra else logits
+    classes = encoder_logit_classes(joint)
+    return logits if logits.shape[-1] == classes else logits[..., :classes]
+
+
+def encoder_logit_classes(joint: torch.nn.Module) -> int:
+    """V+1: the width of :func:`encoder_logits` for a NeMo ``RNNTJoint``, the tokens and blank without a TDT joint's
+    duration outputs (``num_extra_outputs``)."""
+    return int(joint.num_classes_with_blank) - int(getattr(joint, "num_extra_outputs", 0) or 0)
 
 
 def valid_frames(lengths: torch.Tensor, max_frames: int) -> torch.Tensor:

@@ -351,6 +351,18 @@ def rnnt_loss_cpu_vectorized(
     )
 
 
+def _reduce_costs(costs: torch.Tensor, reduction: Optional[str], batch: int) -> torch.Tensor:
+    """Per-utterance costs reduced as NeMo's numba kernels reduce them (``sum``/``mean`` here; ``none``/``None``
+    leaves them to ``RNNTLoss.reduce``)."""
+    if reduction in ("sum", "mean"):
+        costs = costs.sum().unsqueeze(-1)
+        if reduction == "mean":
+            # Scaled in the activation dtype: NeMo divides its (float64 for float64 input) grads by B.
+            costs = costs / batch
+    # NeMo's kernels write costs into a float32 buffer whatever the activation dtype.
+    return costs.float()
+
+
 class DispatchingRNNTLossNumba(RNNTLossNumba):
     """NeMo's ``RNNTLossNumba`` whose CPU branch is :func:`rnnt_loss_cpu_vectorized`.
 
@@ -371,13 +383,7 @@ class DispatchingRNNTLossNumba(RNNTLossNumba):
         costs = rnnt_loss_cpu_vectorized(
             acts, labels, act_lens, label_lens, self.blank, self.fastemit_lambda, self.clamp
         )
-        if self.reduction in ("sum", "mean"):
-            costs = costs.sum().unsqueeze(-1)
-            if self.reduction == "mean":
-                # Scaled in the activation dtype: NeMo divides its (float64 for float64 input) grads by B.
-                costs = costs / acts.shape[0]
-        # NeMo's kernel writes costs into a float32 buffer whatever the activation dtype.
-        return costs.float()
+        return _reduce_costs(costs, self.reduction, acts.shape[0])
 
 
 class DispatchingTDTLossNumba(TDTLossNumba):
@@ -419,11 +425,7 @@ class DispatchingTDTLossNumba(TDTLossNumba):
             costs = rnnt_loss_cpu_vectorized(token_acts, labels, act_lens, label_lens, self.blank, 0.0, 0.0)
         else:
             costs = tdt_loss_cpu(acts, labels, act_lens, label_lens, self.blank, self.durations, self.sigma)
-        if self.reduction in ("sum", "mean"):
-            costs = costs.sum().unsqueeze(-1)
-            if self.reduction == "mean":
-                costs = costs / acts.shape[0]
-        return costs
+        return _reduce_costs(costs, self.reduction, acts.shape[0])
 
 
 class CpuRNNTLoss(RNNTLoss):

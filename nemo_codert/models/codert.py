@@ -48,6 +48,7 @@ from nemo.collections.asr.models import EncDecRNNTBPEModel, EncDecRNNTModel
 from nemo.core.classes.common import typecheck
 from nemo.utils import model_utils
 
+from nemo_codert.losses.encoder_kd import encoder_logit_classes
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
 from nemo_codert.models.config import TEACHERLESS_MODES, CodertConfig, parse_codert_config
 from nemo_codert.models.frame_rate import check_same_frame_rate
@@ -131,7 +132,7 @@ class CodertRNNTBPEModel(
     def _setup_losses(self) -> None:
         """The RNN-T loss (vectorised on CPU tensors if asked) and the auxiliary CTC loss at the current vocabulary."""
         # Tokens, without blank and without a TDT joint's duration outputs.
-        tokens = self.joint.num_classes_with_blank - 1 - self.joint.num_extra_outputs
+        tokens = encoder_logit_classes(self.joint) - 1
         reduction = self.cfg.get("rnnt_reduction", "mean_batch")
         if self.codert.cpu_rnnt_loss == "vectorised":
             # Same constructor arguments NeMo uses (NeMo counts other extra outputs, multi-blank's, as classes); CUDA
