@@ -106,6 +106,19 @@ SYSTEMS: Sequence[System] = (
         curve=True,
         in_full_table=False,
     ),
+    # 5d's lambda from a dev sweep (5d itself runs at the tandem config's 0.1; the KL now also trains a joint).
+    *(
+        System(
+            f"static_teacher_own_decoder_l{tag}",
+            f"5d static teacher (2), own decoder and joint, lambda={lam:g}",
+            "static_teacher",
+            kd_weight=lam,
+            share_decoder=False,
+            curve=True,
+            in_full_table=False,
+        )
+        for tag, lam in (("03", 0.3), ("1", 1.0), ("3", 3.0))
+    ),
     System(
         "static_teacher_clean",
         "5c static teacher (2), clean KD targets",
