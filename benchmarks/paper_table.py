@@ -64,8 +64,15 @@ class System:
     kd_target: str = "encoder_logits"  # model.codert.kd_target: CoDERT's encoder logits, or the lattice (7, 8)
     cache_k: Optional[int] = None  # offline_teacher: logits per frame in the teacher cache
     kd_teacher_input: str = "augmented"  # model.codert.kd_teacher_input: the teacher's KD logits from clean input?
+    # model.student_encoders: name -> changes to the config's student encoder, the primary student first; None: the
+    # config's one student_encoder. Every student is exported and scored (benchmarks/multi_student.py).
+    students: Optional[Dict[str, Dict[str, Any]]] = None
     in_full_table: bool = True  # False: trained only when --systems names it
 
+
+#: The middle rung of the ladder: codert_small's student encoder at width 104 (about twice its parameters; the
+#: teacher, width 144, has about twice the medium's).
+MEDIUM_STUDENT = {"d_model": 104, "subsampling_conv_channels": 104}
 
 SYSTEMS: Sequence[System] = (
     System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
@@ -118,6 +125,24 @@ SYSTEMS: Sequence[System] = (
             in_full_table=False,
         )
         for tag, lam in (("03", 0.3), ("1", 1.0), ("3", 3.0))
+    ),
+    # A ladder of students (benchmarks/multi_student.py): 4 with a middle-sized student alone, and 4 with the middle
+    # and the small student in one run (the small one primary, so its row compares with 4's).
+    System(
+        "codert_medium",
+        "4m CoDERT, the medium student alone",
+        "tandem",
+        curve=True,
+        students={"medium": MEDIUM_STUDENT},
+        in_full_table=False,
+    ),
+    System(
+        "codert_ladder",
+        "4l CoDERT, small + medium students in one run",
+        "tandem",
+        curve=True,
+        students={"small": {}, "medium": MEDIUM_STUDENT},
+        in_full_table=False,
     ),
     System(
         "static_teacher_clean",
@@ -203,6 +228,9 @@ def system_config(
         c.kd_target = system.kd_target
         c.kd_teacher_input = system.kd_teacher_input
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
+        if system.students is not None:
+            base = cfg.model.student_encoder
+            cfg.model.student_encoders = {n: OmegaConf.merge(base, delta) for n, delta in system.students.items()}
         if system.teacher_sized:
             # The teacher architecture trained alone, at the teacher's learning rate.
             cfg.model.student_encoder = cfg.model.encoder
@@ -279,6 +307,8 @@ class _Recorder:
                 point = {"step": int(trainer.global_step), "student": float(metrics["val_wer"])}
                 if "val_wer_teacher" in metrics:
                     point["teacher"] = float(metrics["val_wer_teacher"])
+                for name in pl_module.extra_students:  # a ladder's primary student is "student", as above
+                    point[f"student:{name}"] = float(metrics[f"val_wer_{name}"])
                 recorder.dev_wer.append(point)
 
         return Callback()
@@ -369,6 +399,12 @@ def run_worker(spec_path: Path) -> None:
         result["student_nemo"] = str(export_side(model, "student", run_dir / "student.nemo"))
         if system.mode == "tandem":
             result["teacher_nemo"] = str(export_side(model, "teacher", run_dir / "teacher.nemo"))
+        if model.extra_students:  # a ladder: student_nemo is the primary student's, the others under their names
+            result["primary_student"] = model.student_names[0]
+            result["students_nemo"] = {
+                name: str(export_side(model, f"student:{name}", run_dir / f"student_{name}.nemo"))
+                for name in model.extra_students
+            }
     write_json_atomic(result, Path(spec["result"]))
 
 
@@ -528,11 +564,12 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
             scores[job.result.stem] = cached
             continue
         score: Dict[str, Any] = {"key": _spec_key(run["spec"])}
-        for side in ("student", "teacher"):
-            if f"{side}_nemo" in run:
-                model = load_stock_transducer(run[f"{side}_nemo"])
-                r = measure_transcription(model.transcribe, entries, batch_size=8, params=count_parameters(model))
-                score[side] = {k: v for k, v in r.items() if k != "hypotheses"}
+        files = {side: run[f"{side}_nemo"] for side in ("student", "teacher") if f"{side}_nemo" in run}
+        files.update({f"student:{name}": path for name, path in run.get("students_nemo", {}).items()})
+        for side, path in files.items():
+            model = load_stock_transducer(path)
+            r = measure_transcription(model.transcribe, entries, batch_size=8, params=count_parameters(model))
+            score[side] = {k: v for k, v in r.items() if k != "hypotheses"}
         write_json_atomic(score, cache)
         scores[job.result.stem] = score
         print(f"  evaluated {job.result.stem}: test WER {score['student']['wer']:.3f}", flush=True)

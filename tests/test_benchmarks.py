@@ -165,6 +165,26 @@ def test_a_table_over_chosen_systems_and_seeds_reuses_the_full_tables_runs(paper
     assert data["rows"]["codert"]["test_wer"] == {"0": full["rows"]["codert"]["test_wer"]["0"]}
 
 
+@pytest.mark.slow
+def test_multi_student_benchmark_scores_each_student_of_a_ladder_against_its_own_run(paper_table, tmp_path):
+    root, args, _ = paper_table
+    assert args[-4] == "--work-dir"
+    out = _run(["benchmarks/multi_student.py", *args[1:-2], "--seeds", "0", "--results-dir", str(tmp_path)])
+    assert "3 of 5 already done (reused)" in out  # the table's 1, 2 and 4: only 4m and 4l train
+    data = json.loads((tmp_path / "multi_student.json").read_text())
+    rows = {(r["system"], r["side"]): r for r in data["rows"]}
+    small, medium = rows[("codert", "student")], rows[("codert_medium", "student")]
+    ladder_small, ladder_medium = rows[("codert_ladder", "student")], rows[("codert_ladder", "student:medium")]
+    # Each ladder student is the same architecture as its own single-student run, and is compared with it.
+    assert ladder_small["params"] == small["params"] < medium["params"] == ladder_medium["params"]
+    for row in (ladder_small, ladder_medium):
+        assert set(row["seeds"]) == {"0"} and 0 <= row["test_wer"][0] and "vs_alone" in row
+    assert all(c["step_seconds"] > 0 and c["peak_rss"] > 0 for c in data["cost"].values())
+    assert "| medium student, in the ladder (4l) |" in (tmp_path / "multi_student.md").read_text()
+    ladder_run = json.loads((root / "work" / "train" / "codert_ladder-seed0.json").read_text())
+    assert ladder_run["primary_student"] == "small" and set(ladder_run["students_nemo"]) == {"medium"}
+
+
 def test_paper_table_rejects_inconsistent_settings(capsys):
     module = benchmark_module("paper_table")
     with pytest.raises(SystemExit):

@@ -19,9 +19,9 @@ def _kd_teacher_encoding(model, batch):
     seen = {}
     kd = model._kd
 
-    def spy(enc_s, z_s, enc_t, *args, **kwargs):  # records the argument, computes the real term
+    def spy(student, enc_s, z_s, enc_t, *args, **kwargs):  # records the argument, computes the real term
         seen["enc_t"] = enc_t.detach().clone()
-        return kd(enc_s, z_s, enc_t, *args, **kwargs)
+        return kd(student, enc_s, z_s, enc_t, *args, **kwargs)
 
     model._kd = spy
     try:

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from nemo_codert.models.config import parse_codert_config
 
-from helpers.factories import compose_config
+from helpers.factories import benchmark_module, compose_config
 
 
 def test_the_static_config_is_codert_small_with_a_frozen_teacher_and_its_own_lambda():
@@ -26,3 +26,17 @@ def test_the_static_config_without_a_teacher_names_the_missing_key():
     cfg = compose_config("codert_small_static")
     with pytest.raises(ValueError, match="model.codert.teacher_nemo: mode 'static_teacher' needs the path"):
         parse_codert_config(cfg.model)
+
+
+def test_the_ladder_config_is_codert_small_with_a_medium_student_beside_the_small_one():
+    small, ladder = compose_config("codert_small"), compose_config("codert_ladder")
+    OmegaConf.resolve(ladder)
+    OmegaConf.resolve(small)
+    assert list(ladder.model.student_encoders) == ["small", "medium"]
+    assert ladder.model.student_encoders.small == small.model.student_encoder
+    # The medium student is the benchmark's (benchmarks/multi_student.py measures this config's ladder).
+    medium = OmegaConf.merge(small.model.student_encoder, benchmark_module("paper_table").MEDIUM_STUDENT)
+    assert ladder.model.student_encoders.medium == medium
+    for key in ("model.encoder", "data", "model.optim", "trainer", "model.codert.kd_weight"):
+        assert OmegaConf.select(ladder, key) == OmegaConf.select(small, key), key
+    assert parse_codert_config(ladder.model).primary_student == "small"

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from nemo_codert.export import stock_model
 from nemo_codert.models import CodertRNNTBPEModel
 
 from helpers.factories import REPO, first_batch, logits_ctc, tiny_config
+from helpers.hidden_loader import load_without_codert
 
 N_AUDIO = 3
 
@@ -188,57 +188,6 @@ def test_student_only_model_exports(corpus, audio, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ without nemo_codert
 
-_HIDDEN_LOADER = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class HideCodert(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nemo_codert" or name.startswith("nemo_codert."):
-                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)", name=name)
-            return None
-
-    sys.meta_path.insert(0, HideCodert())  # beats the editable install's finder and any sys.path entry
-    sys.path[:] = [p for p in sys.path if p not in ("", ".") and "nemo_codert" not in p]
-    try:
-        import nemo_codert  # noqa: F401
-        codert_importable = True
-    except ImportError:
-        codert_importable = False
-
-    from nemo.collections.asr.models import ASRModel
-
-    args = json.loads(sys.argv[1])
-    out = {"codert_importable": codert_importable, "texts": {}, "classes": {}}
-    for which, path in args["models"].items():
-        model = ASRModel.restore_from(path, map_location="cpu")
-        model.eval()
-        out["classes"][which] = f"{type(model).__module__}.{type(model).__name__}"
-        out["texts"][which] = [h.text for h in model.transcribe(args["audio"], batch_size=len(args["audio"]), num_workers=0, verbose=False)]
-    try:
-        ASRModel.restore_from(args["codert"], map_location="cpu")
-        out["codert_restored"] = True
-    except Exception as e:
-        out["codert_restored"] = False
-        out["codert_error"] = f"{type(e).__name__}: {e}"
-    print("RESULT " + json.dumps(out))
-    """)
-
-
-def _load_without_codert(models, audio, codert_path, tmp_path) -> dict:
-    """Restore and transcribe each of ``models`` ({name: .nemo}) in a Python where nemo_codert cannot be imported."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME")}
-    args = {"models": {w: str(p) for w, p in models.items()}, "audio": audio, "codert": str(codert_path)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _HIDDEN_LOADER, json.dumps(args)],
-        cwd=tmp_path,  # not the repository: no implicit import of the working tree
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
-
 
 def test_exported_files_load_where_nemo_codert_cannot_be_imported(corpus, codert, exported, audio, tmp_path):
     model, codert_path = codert
@@ -247,7 +196,7 @@ def test_exported_files_load_where_nemo_codert_cannot_be_imported(corpus, codert
     plain.eval()
     plain_student = export_side(plain, "student", tmp_path / "plain_student.nemo")
 
-    result = _load_without_codert({**exported, "plain_student": plain_student}, audio, codert_path, tmp_path)
+    result = load_without_codert({**exported, "plain_student": plain_student}, audio, codert_path, tmp_path)
     assert result["codert_importable"] is False
     # The CoDERT .nemo itself is refused there (its target is outside NeMo's allowed prefixes): the exports are
     # what makes the model usable.

@@ -22,7 +22,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Export the student (or teacher) of a CoDERT .nemo as a stock NeMo EncDecRNNTBPEModel .nemo.",
     )
     parser.add_argument("--nemo", required=True, help="the CoDERT .nemo (CodertRNNTBPEModel)")
-    parser.add_argument("--which", choices=SIDES, default="student", help="side to export (default: student)")
+    parser.add_argument(
+        "--which",
+        default="student",
+        help=f"side to export: {' or '.join(SIDES)} (default: student, the primary student), or student:NAME for a "
+        "student of model.student_encoders",
+    )
     parser.add_argument("--out", required=True, help="the stock .nemo to write (replaced atomically)")
     parser.add_argument("--onnx", metavar="DIR", help="also write NeMo's ONNX export (encoder + decoder_joint) here")
     args = parser.parse_args(argv)
@@ -37,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.onnx:
                 for path in export_onnx_stock(stock, Path(args.onnx).expanduser().resolve(), "model.onnx"):
                     print(f"onnx -> {path}")
-    except (NemoFileError, FileNotFoundError, ValueError) as e:
+    except (NemoFileError, FileNotFoundError, ValueError) as e:  # --which is checked against the model
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

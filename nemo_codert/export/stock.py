@@ -33,7 +33,9 @@ from nemo_codert.utils import atomic_path
 
 __all__ = ["SIDES", "export_side", "stock_config", "stock_model"]
 
+#: The sides any CoDERT model has; a student of several (``model.student_encoders``) is also ``student:NAME``.
 SIDES = ("student", "teacher")
+_STUDENT_PREFIX = "student:"
 # Dataset sections are kept in the exported config (as in any NeMo .nemo) but are not set up while exporting: the
 # training data need not exist where a model is exported.
 _DATA_SECTIONS = ("train_ds", "validation_ds", "test_ds")
@@ -50,10 +52,20 @@ def _as_codert(model_or_path: ModelOrPath) -> CodertRNNTBPEModel:
     raise TypeError(f"expected a CodertRNNTBPEModel or the path of its .nemo, got {type(model_or_path).__name__}")
 
 
-def _side(model, which: str):
+def _side_name(model, which: str) -> str:
+    """The model's name of side ``which`` ('student', 'teacher' or 'student:NAME'), checked."""
+    if which.startswith(_STUDENT_PREFIX):
+        name = which[len(_STUDENT_PREFIX) :]
+        if name not in model.student_names:
+            raise ValueError(f"which: {which!r} names no student of this model (its students: {model.student_names})")
+        return name
     if which not in SIDES:
-        raise ValueError(f"which must be one of {', '.join(SIDES)}, got {which!r}")
-    return model.student if which == "student" else model.teacher  # .teacher raises for student_only
+        raise ValueError(f"which must be one of {', '.join(SIDES)} or student:NAME, got {which!r}")
+    return which
+
+
+def _side(model, which: str):
+    return model.side(_side_name(model, which))  # .teacher raises for student_only
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -62,7 +74,7 @@ def _side(model, which: str):
 def stock_config(model, which: str = "student") -> DictConfig:
     """The config of a stock NeMo model equal to side ``which`` of a CoDERT ``model``.
 
-    The CoDERT config without ``codert`` and ``student_encoder``; ``encoder``, ``decoder`` and ``joint`` are the
+    The CoDERT config without ``codert`` and ``student_encoder(s)``; ``encoder``, ``decoder`` and ``joint`` are the
     side's (each module's own config, as NeMo built it), ``model_defaults.enc_hidden`` the side's encoder width and
     ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the
     side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's,
@@ -70,7 +82,7 @@ def stock_config(model, which: str = "student") -> DictConfig:
     """
     side = _side(model, which)
     cfg = OmegaConf.to_container(model.cfg, resolve=True)
-    for key in ("codert", "student_encoder", "target"):
+    for key in ("codert", "student_encoder", "student_encoders", "target"):
         cfg.pop(key, None)
     aux_ctc = cfg.pop("aux_ctc", None)
     if side.ctc_decoder is not None:
@@ -78,8 +90,11 @@ def stock_config(model, which: str = "student") -> DictConfig:
             **aux_ctc,
             "decoder": OmegaConf.to_container(side.ctc_decoder.to_config_dict(), resolve=True),
         }
-    if which == "student" and model.has_teacher:
-        encoder_cfg = model.cfg.student_encoder
+    name = _side_name(model, which)
+    if name in model.extra_students:
+        encoder_cfg = model.cfg.student_encoders[name]
+    elif name != "teacher" and model.has_teacher:
+        encoder_cfg = model.cfg.student_encoder  # the primary student's
     else:  # teacher, or a student_only model whose `encoder` is the student
         encoder_cfg = model.cfg.encoder
     cfg["encoder"] = OmegaConf.to_container(encoder_cfg, resolve=True)
@@ -203,7 +218,7 @@ def export_side(
     which: str = "student",
     out_path: Union[str, os.PathLike] = "student.nemo",
 ) -> Path:
-    """Write side ``which`` ('student' or 'teacher') of a CoDERT model as a stock NeMo ``.nemo`` at ``out_path``.
+    """Write side ``which`` ('student', 'teacher' or 'student:NAME') of a CoDERT model as a stock NeMo ``.nemo`` at ``out_path``.
 
     ``model_or_path`` is a ``CodertRNNTBPEModel`` or the path of its ``.nemo`` (checked first; a bad file is one
     :class:`NemoFileError` naming it). A ``student_only`` model exports its (only) side as 'student'. The file is

@@ -15,10 +15,14 @@ joint is a second ``RNNTJoint`` whose ``pred`` and ``joint_net`` *are* the teach
 ``enc`` is the student's own projection, so every NeMo component (decoding, WER, fused joint, export) works on the
 student unchanged.
 
-Inference (``forward``, ``decoding``, ``wer``, ``transcribe``) is the student's by default, because the student is
-what gets deployed; ``transcribe(..., use_teacher=True)`` or ``with model.use_side("teacher"):`` give the teacher.
-The side is state (``_infer_teacher``): NeMo's ``decoding``/``wer`` attributes always point at the active side's
-(``student_decoding``/``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe``.
+Several students (``model.student_encoders``, a ladder of sizes) train against the one teacher in the same step,
+each with its own projection into the shared joint, RNN-T loss and KD term (``StudentLadderMixin``); the primary one
+(``model.codert.primary_student``) is ``student_encoder``/``student_joint`` as a single student is.
+
+Inference (``forward``, ``decoding``, ``wer``, ``transcribe``) is the (primary) student's by default, because the
+student is what gets deployed; ``transcribe(..., use_teacher=True)``, ``transcribe(..., side=NAME)`` or ``with
+model.use_side("teacher"):`` give another side. The side is state (``_infer_side``): NeMo's ``decoding``/``wer``
+attributes always point at the active side's, also after NeMo rebuilds them mid-``transcribe``.
 
 This module holds the pair's structure. Its training objective and the concerns around it live in
 ``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
@@ -27,7 +31,8 @@ batches, the resumable shuffle); the static teacher's loading in ``nemo_codert.m
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint[, ctc_decoder in tandem]); student =
-        (student_encoder, decoder or student_decoder, student_joint[, student_ctc_decoder]).
+        (student_encoder, decoder or student_decoder, student_joint[, student_ctc_decoder]); a further student NAME =
+        (ladder_encoders.NAME, decoder or ladder_decoders.NAME, ladder_joints.NAME[, ladder_ctc_decoders.NAME]).
     student_only: a stock NeMo transducer (with ``aux_ctc``: NeMo's hybrid layout) whose ``encoder`` is built from
         ``model.student_encoder``: no teacher module exists, so its cost and WER are an honest baseline.
     offline_teacher: the same layout, plus a KD term from the teacher's cached encoder logits
@@ -50,7 +55,7 @@ from nemo.utils import model_utils
 
 from nemo_codert.losses.encoder_kd import encoder_logit_classes
 from nemo_codert.losses.rnnt_cpu import CpuRNNTLoss
-from nemo_codert.models.config import TEACHERLESS_MODES, CodertConfig, parse_codert_config
+from nemo_codert.models.config import TEACHERLESS_MODES, CodertConfig, parse_codert_config, resolve_students
 from nemo_codert.models.frame_rate import check_same_frame_rate
 from nemo_codert.models.mixins import (
     AtomicSaveMixin,
@@ -62,6 +67,7 @@ from nemo_codert.models.mixins import (
     ResumableShuffleMixin,
     SideInferenceMixin,
     SideMetricsMixin,
+    StudentLadderMixin,
 )
 from nemo_codert.models.side import TransducerSide
 from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher_weights, restore_teacher
@@ -79,6 +85,7 @@ class CodertRNNTBPEModel(
     PairLossesMixin,
     SideInferenceMixin,
     SideMetricsMixin,
+    StudentLadderMixin,
     EncDecRNNTBPEModel,
 ):
     """NeMo BPE transducer with a CoDERT student encoder trained by in-place encoder-logit distillation."""
@@ -87,6 +94,7 @@ class CodertRNNTBPEModel(
         cfg = model_utils.convert_model_config_to_dict_config(cfg)
         cfg = model_utils.maybe_update_config_version(cfg)
         codert = parse_codert_config(cfg)
+        cfg, student_names = resolve_students(cfg, codert)
 
         restoring = self._is_model_being_restored()
         if codert.mode == "static_teacher" and not restoring:
@@ -105,8 +113,9 @@ class CodertRNNTBPEModel(
 
         # Set before NeMo's constructor, which sets up the data: the offline teacher's cache is opened there.
         self.codert: CodertConfig = codert
+        self.student_names = student_names
         super().__init__(cfg=cfg, trainer=trainer)
-        self._infer_teacher = False  # True only inside use_side("teacher"): which side NeMo's inference runs
+        self._infer_side = "student"  # the side NeMo's inference runs (SideInferenceMixin.use_side)
         self._student_hidden = student_hidden
         self._build_ctc_heads()
         self._setup_losses()
@@ -119,7 +128,9 @@ class CodertRNNTBPEModel(
         if self.has_teacher:
             self.student_encoder = student_encoder
             check_same_frame_rate(self.encoder, self.student_encoder, self.cfg.encoder.feat_in)
-            self._build_student_decoder_and_joint()
+            self.student_decoder, self.student_joint = self._student_decoder_and_joint(student_hidden)
+            self._build_ladder_encoders()
+            self._build_ladder_heads()
             if codert.mode == "static_teacher":
                 if not restoring:
                     load_teacher_weights(self, restore_teacher(codert.teacher_nemo), codert.teacher_nemo)
@@ -196,19 +207,21 @@ class CodertRNNTBPEModel(
             getattr(self, "ctc_decoder", None),
         )
 
-    def _build_student_decoder_and_joint(self) -> None:
-        """The student's prediction network (only with ``share_decoder: false``) and its joint, whose ``enc``
-        projection is its own and whose ``pred``/``joint_net`` are the teacher joint's modules when shared."""
+    def _student_decoder_and_joint(self, width: int) -> tuple:
+        """(prediction network, joint) of a student whose encoder emits ``width``: its own prediction network only
+        with ``share_decoder: false`` (else None), and a joint whose ``enc`` projection is its own and whose
+        ``pred``/``joint_net`` are the teacher joint's modules when shared."""
         share = self.codert.share_decoder
-        self.student_decoder = None if share else EncDecRNNTModel.from_config_dict(self.cfg.decoder)
+        decoder = None if share else EncDecRNNTModel.from_config_dict(self.cfg.decoder)
         joint_cfg = copy.deepcopy(self.cfg.joint)
         with open_dict(joint_cfg):
-            joint_cfg.jointnet.encoder_hidden = self._student_hidden
-        self.student_joint = EncDecRNNTModel.from_config_dict(joint_cfg)
+            joint_cfg.jointnet.encoder_hidden = width
+        joint = EncDecRNNTModel.from_config_dict(joint_cfg)
         if share:
             # Implicit distillation: the same module objects, so one set of weights learns from both encoders.
-            self.student_joint.pred = self.joint.pred
-            self.student_joint.joint_net = self.joint.joint_net
+            joint.pred = self.joint.pred
+            joint.joint_net = self.joint.joint_net
+        return decoder, joint
 
     def _frozen_teacher_modules(self) -> List[torch.nn.Module]:
         # With a shared decoder the student plugs into the static teacher's prediction network and joint as they
@@ -253,7 +266,8 @@ class CodertRNNTBPEModel(
         self._build_ctc_heads()  # NeMo's RNN-T model knows nothing of aux_ctc heads
         self._setup_losses()  # NeMo's rebuild drops the configured loss (and knows nothing of the CTC term)
         if self.has_teacher:
-            self._build_student_decoder_and_joint()
+            self.student_decoder, self.student_joint = self._student_decoder_and_joint(self._student_hidden)
+            self._build_ladder_heads()
         self.change_decoding_strategy(self.cfg.decoding, verbose=False)
 
     # ------------------------------------------------------------------ forward
@@ -292,8 +306,7 @@ class CodertRNNTBPEModel(
         features, lengths = self._features(
             input_signal, input_signal_length, processed_signal, processed_signal_length
         )
-        encoder = self.teacher.encoder if self._infer_teacher else self.student.encoder
-        return encoder(audio_signal=features, length=lengths)
+        return self.side(self._infer_side).encoder(audio_signal=features, length=lengths)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -6,10 +6,12 @@ the only schema the package adds. Values are checked once, at model construction
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
@@ -22,6 +24,7 @@ __all__ = [
     "TEACHERLESS_MODES",
     "aux_ctc_weight",
     "parse_codert_config",
+    "resolve_students",
 ]
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
@@ -42,6 +45,17 @@ KD_TARGETS = ("encoder_logits", "joint_lattice")
 #: in-place distillation). clean: from the same features before spec-augment, the teacher in inference mode (no
 #: dropout), as the offline cache's logits are made.
 KD_TEACHER_INPUTS = ("augmented", "clean")
+#: The name of the one student of a config with ``model.student_encoder`` alone.
+SINGLE_STUDENT = "student"
+_STUDENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass
+class StudentWeights:
+    """One student's weights in a ladder (``model.codert.student_weights.NAME``); unset: the shared defaults."""
+
+    rnnt_weight: Optional[float] = None  # default: model.codert.student_rnnt_weight
+    kd_weight: Optional[float] = None  # default: model.codert.kd_weight (the λ of every student)
 
 
 @dataclass
@@ -83,6 +97,18 @@ class CodertConfig:
     # simply runs on the clean features instead. An offline teacher's cache is made from clean input whatever this
     # says.
     kd_teacher_input: str = "augmented"
+    # With several students (``model.student_encoders``): the one whose metrics carry NeMo's plain names (val_wer,
+    # which exp_manager monitors), which transcribes and exports by default; None: the first. Ignored with one.
+    primary_student: Optional[str] = None
+    # With several students: per-student weights, name -> {rnnt_weight, kd_weight}; a student not named here, or a
+    # weight left unset, takes student_rnnt_weight and kd_weight.
+    student_weights: Dict[str, StudentWeights] = field(default_factory=dict)
+
+    def weights_of(self, student: str) -> Tuple[float, float]:
+        """(RNN-T weight, λ) of the student named ``student``."""
+        own = self.student_weights.get(student, StudentWeights())
+        rnnt = self.student_rnnt_weight if own.rnnt_weight is None else own.rnnt_weight
+        return rnnt, (self.kd_weight if own.kd_weight is None else own.kd_weight)
 
 
 def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
@@ -169,9 +195,67 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
                     f"model.codert.{name}: {getattr(cfg, name)!r} is not available in mode 'offline_teacher' (the "
                     "cache holds the teacher's encoder logits of each training utterance, nothing else)"
                 )
-    if model_cfg.get("student_encoder", None) is None:
+    if model_cfg.get("student_encoder", None) is None and model_cfg.get("student_encoders", None) is None:
         raise ValueError(
             "model.student_encoder: missing. A CoDERT config is a NeMo transducer config whose `encoder` is the "
             "teacher, plus a `student_encoder` section (any NeMo encoder config, e.g. a smaller ConformerEncoder)"
         )
     return cfg
+
+
+def resolve_students(model_cfg: DictConfig, codert: CodertConfig) -> Tuple[DictConfig, List[str]]:
+    """(config, student names with the primary first) of a config with one student or a ladder of them.
+
+    One student: ``model.student_encoder``, named ``student``. Several: ``model.student_encoders``, a mapping name ->
+    encoder config (or a list, named student0, student1, ...); the config returned holds it as a mapping and
+    ``student_encoder`` = the primary student's config (``codert.primary_student``, default the first), written into
+    ``codert.primary_student`` too, so code that knows one student sees the primary and a restored model the same
+    students. Every error names the field."""
+    ladder = model_cfg.get("student_encoders", None)
+    if ladder is None:
+        if codert.primary_student not in (None, SINGLE_STUDENT):
+            raise ValueError(
+                f"model.codert.primary_student: {codert.primary_student!r} names a student, but the config has one "
+                "(model.student_encoder); several students go in model.student_encoders"
+            )
+        if codert.student_weights:
+            raise ValueError("model.codert.student_weights: per-student weights need model.student_encoders")
+        return model_cfg, [SINGLE_STUDENT]
+    if OmegaConf.is_list(ladder):
+        ladder = {f"student{i}": c for i, c in enumerate(ladder)}
+    elif not OmegaConf.is_dict(ladder):
+        raise ValueError("model.student_encoders: must be a mapping name -> encoder config, or a list of configs")
+    names = list(ladder.keys())
+    if not names:
+        raise ValueError("model.student_encoders: empty; give at least one student (or use model.student_encoder)")
+    for name in names:
+        if not isinstance(name, str) or not _STUDENT_NAME.match(name) or name == "teacher":
+            raise ValueError(
+                f"model.student_encoders: {name!r} is not a student name (letters, digits, _; not 'teacher')"
+            )
+        if not OmegaConf.is_dict(ladder[name]) or "_target_" not in ladder[name]:
+            raise ValueError(f"model.student_encoders.{name}: must be a NeMo encoder config (with _target_)")
+    if codert.mode not in ("tandem", "static_teacher"):
+        raise ValueError(
+            f"model.student_encoders: several students learn from one teacher; mode {codert.mode!r} has none "
+            "(use tandem or static_teacher, or one model.student_encoder)"
+        )
+    primary = codert.primary_student or names[0]
+    if primary not in names:
+        raise ValueError(f"model.codert.primary_student: {primary!r} is not one of model.student_encoders ({names})")
+    unknown = sorted(set(codert.student_weights) - set(names))
+    if unknown:
+        raise ValueError(f"model.codert.student_weights: {unknown} are not students of model.student_encoders")
+    for name, weights in codert.student_weights.items():
+        for key in ("rnnt_weight", "kd_weight"):
+            if getattr(weights, key) is not None and getattr(weights, key) < 0:
+                raise ValueError(f"model.codert.student_weights.{name}.{key}: must be >= 0")
+    model_cfg = copy.deepcopy(model_cfg)
+    with open_dict(model_cfg):
+        model_cfg.student_encoders = {n: ladder[n] for n in names}
+        model_cfg.student_encoder = copy.deepcopy(ladder[primary])
+        if model_cfg.get("codert", None) is None:
+            model_cfg.codert = {}
+        model_cfg.codert.primary_student = primary
+    codert.primary_student = primary
+    return model_cfg, [primary] + [n for n in names if n != primary]

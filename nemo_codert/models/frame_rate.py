@@ -22,7 +22,9 @@ def _frame_count(encoder: torch.nn.Module, feat_in: int) -> int:
     return int(length[0])
 
 
-def check_same_frame_rate(teacher: torch.nn.Module, student: torch.nn.Module, feat_in: int) -> None:
+def check_same_frame_rate(
+    teacher: torch.nn.Module, student: torch.nn.Module, feat_in: int, student_field: str = "model.student_encoder"
+) -> None:
     """Raise a ``ValueError`` naming both subsampling factors when the encoders emit different frame counts.
 
     Measured, not read from the config: encoders name their subsampling differently (or not at all).
@@ -30,7 +32,7 @@ def check_same_frame_rate(teacher: torch.nn.Module, student: torch.nn.Module, fe
     frames_t, frames_s = _frame_count(teacher, feat_in), _frame_count(student, feat_in)
     if frames_t != frames_s:
         raise ValueError(
-            f"model.student_encoder: subsampling factor {_PROBE_LENGTH / frames_s:g} differs from the teacher "
+            f"{student_field}: subsampling factor {_PROBE_LENGTH / frames_s:g} differs from the teacher "
             f"model.encoder's {_PROBE_LENGTH / frames_t:g} ({frames_s} vs {frames_t} frames for "
             f"{_PROBE_LENGTH} input frames); CoDERT distils frame by frame, so both must emit the same frames"
         )

@@ -86,8 +86,12 @@ def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
                 )
             cfg.preprocessor = teacher_cfg.preprocessor
             features = teacher_cfg.preprocessor.get("features", None)
-            if features is not None and "feat_in" in cfg.student_encoder:
-                cfg.student_encoder.feat_in = features
+            if features is not None:
+                ladder = cfg.get("student_encoders", None)
+                students = [cfg.student_encoder, *(ladder.values() if ladder is not None else ())]
+                for student in students:
+                    if "feat_in" in student:
+                        student.feat_in = features
     return cfg
 
 

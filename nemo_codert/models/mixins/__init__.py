@@ -10,6 +10,7 @@ from nemo_codert.models.mixins.pair_losses import PairLossesMixin
 from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
 from nemo_codert.models.mixins.side_inference import SideInferenceMixin
 from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
+from nemo_codert.models.mixins.student_ladder import StudentLadderMixin
 
 __all__ = [
     "AtomicSaveMixin",
@@ -21,4 +22,5 @@ __all__ = [
     "ResumableShuffleMixin",
     "SideInferenceMixin",
     "SideMetricsMixin",
+    "StudentLadderMixin",
 ]

@@ -16,7 +16,8 @@ from nemo_codert.models.side import TransducerSide
 
 __all__ = ["PairLossesMixin"]
 
-# The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports.
+# The loss terms of ``codert_losses`` that training logs (as train_<name>) and the NaN guard reports; a further
+# student's (StudentLadderMixin) carry its name as a suffix: rnnt_student_NAME, ctc_student_NAME, kd_NAME, ...
 _LOSS_TERMS = ("rnnt_student", "rnnt_teacher", "ctc_student", "ctc_teacher", "kd", "kd_weighted")
 
 
@@ -27,7 +28,8 @@ class PairLossesMixin:
     (``AuxCtcHeadsMixin``: ``ctc_weight``, ``_ctc_log_probs``).
 
     The host model is a NeMo RNN-T model whose ``encoder`` is the teacher's. It provides ``codert`` (the parsed
-    ``model.codert`` section), ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_features`` (one
+    ``model.codert`` section), ``has_teacher``, ``student``, ``teacher`` and ``students()`` (``TransducerSide``; the
+    students by name, the primary first, and their ``student_names``/``extra_students``), ``_features`` (one
     preprocessor and spec-augment pass for both encoders), ``loss`` and (with ``ctc_weight``) ``ctc_loss``, and the
     ``NormStatisticsGuardMixin``'s two calls, which the training step makes; in mode offline_teacher,
     ``offline_teacher_logits`` (``OfflineTeacherMixin``) for the KD term of a batch whose sample ids NeMo's dataset
@@ -77,27 +79,29 @@ class PairLossesMixin:
 
     def _kd(
         self,
+        student: TransducerSide,
         enc_s: torch.Tensor,
         z_s: Optional[torch.Tensor],
         enc_t: torch.Tensor,
         z_t: Optional[torch.Tensor],
         lengths: torch.Tensor,
-        decoded: Dict[str, Any],
+        decoded_s: Optional[tuple],
+        decoded_t: Optional[tuple],
         transcript: torch.Tensor,
         transcript_len: torch.Tensor,
     ) -> torch.Tensor:
-        """The unweighted KD term of ``model.codert.kd_target`` (teacher side detached inside): the KL of the encoder
-        logits ``z`` (computed here where the caller has none), or of the collapsed lattice posteriors.
+        """The unweighted KD term of ``model.codert.kd_target`` between ``student`` and the teacher (teacher side
+        detached inside): the KL of the encoder logits ``z`` (computed here where the caller has none), or of the
+        collapsed lattice posteriors (from the prediction-network outputs ``decoded_s``/``decoded_t``).
 
         KD never trains a ``joint_net`` (nor, on the lattice, a prediction network) that the student shares with the
         teacher: a KL into shared parts has a collapse for a minimum (see ``nemo_codert.losses.encoder_kd``)."""
-        student = self.student
         shared = student.joint.joint_net is self.teacher.joint.joint_net
         temperature, reduction = self.codert.kd_temperature, self.cfg.get("rnnt_reduction", "mean_batch")
         if self.codert.kd_target == "joint_lattice":
             with torch.no_grad():
-                lattice_t = joint_lattice(self.teacher.joint, enc_t, decoded["teacher"][0])
-            lattice_s = joint_lattice(student.joint, enc_s, decoded["student"][0], train_shared=not shared)
+                lattice_t = joint_lattice(self.teacher.joint, enc_t, decoded_t[0])
+            lattice_s = joint_lattice(student.joint, enc_s, decoded_s[0], train_shared=not shared)
             return lattice_kd_loss(
                 lattice_s, lattice_t, transcript, lengths, transcript_len, temperature=temperature, reduction=reduction
             )
@@ -112,30 +116,37 @@ class PairLossesMixin:
         it until the teacher leads."""
         return 0
 
-    def kd_scale(self) -> float:
+    def kd_scale(self, kd_weight: Optional[float] = None) -> float:
         """λ·τ² at the current step: 0 before the KD term starts, then λ ramps linearly from 0 over
-        ``kd_warmup_steps``."""
+        ``kd_warmup_steps``; λ is ``kd_weight`` (a student's own, ``student_weights``) or ``model.codert.kd_weight``.
+        """
         start = self.kd_start_step()
         if start is None:
             return 0.0
-        lam = self.codert.kd_weight
+        lam = self.codert.kd_weight if kd_weight is None else kd_weight
         trainer = getattr(self, "_trainer", None)
         if self.codert.kd_warmup_steps > 0 and trainer is not None:
             lam *= min(1.0, max(0, trainer.global_step - start) / self.codert.kd_warmup_steps)
         return lam * self.codert.kd_temperature**2
 
     def _add_weighted_kd(
-        self, out: Dict[str, Any], loss: torch.Tensor, kd_term: Callable[[], torch.Tensor]
+        self,
+        out: Dict[str, Any],
+        loss: torch.Tensor,
+        kd_term: Callable[[], torch.Tensor],
+        suffix: str = "",
+        kd_weight: Optional[float] = None,
     ) -> torch.Tensor:
-        """``loss`` + λ·τ²·``kd_term()``, the term and its weighted value recorded in ``out`` (kd, kd_weighted).
+        """``loss`` + λ·τ²·``kd_term()`` (λ: ``kd_scale(kd_weight)``), the term and its weighted value recorded in
+        ``out`` (kd, kd_weighted; + ``suffix`` for a further student's).
 
         At λ·τ² = 0 (implicit distillation only, or the start of a KD warm-up) the term is reported but builds no
         graph."""
-        scale = self.kd_scale()
+        scale = self.kd_scale(kd_weight)
         with torch.set_grad_enabled(torch.is_grad_enabled() and scale > 0):
             kd = kd_term()
-        out["kd"], out["kd_weighted"] = kd, scale * kd
-        return loss + out["kd_weighted"]
+        out[f"kd{suffix}"], out[f"kd_weighted{suffix}"] = kd, scale * kd
+        return loss + out[f"kd_weighted{suffix}"]
 
     def _with_ctc(
         self,
@@ -174,14 +185,15 @@ class PairLossesMixin:
         finally:
             self.encoder.train(was_training)
 
-    def _decoder_outputs(self, transcript, transcript_len, teacher: bool) -> Dict[str, Any]:
-        """Prediction-network outputs of the student and (``teacher``) the teacher; a shared decoder runs once."""
-        out = {"student": self.student.decoder(targets=transcript, target_length=transcript_len)[:2]}
-        if teacher:
-            if self.teacher.decoder is self.student.decoder:
-                out["teacher"] = out["student"]
-            else:
-                out["teacher"] = self.teacher.decoder(targets=transcript, target_length=transcript_len)[:2]
+    def _decoder_outputs(self, transcript, transcript_len, sides: Dict[str, TransducerSide]) -> Dict[str, tuple]:
+        """Prediction-network outputs (output, target lengths) of each of ``sides``, by name; a prediction network
+        that several sides share runs once."""
+        out: Dict[str, tuple] = {}
+        by_decoder: Dict[int, tuple] = {}
+        for name, side in sides.items():
+            if id(side.decoder) not in by_decoder:
+                by_decoder[id(side.decoder)] = side.decoder(targets=transcript, target_length=transcript_len)[:2]
+            out[name] = by_decoder[id(side.decoder)]
         return out
 
     def codert_losses(
@@ -198,25 +210,39 @@ class PairLossesMixin:
         Keys: loss, rnnt_student, rnnt_teacher (tandem only), ctc_student / ctc_teacher (with ``ctc_weight``),
         kd and kd_weighted = λ·τ²·kd (with a teacher, or an offline teacher and the batch's ``sample_ids``: NeMo's
         dataset index of each utterance), encoded_len, and wer_num / wer_denom of the student when ``compute_wer``.
+        With several students the primary's terms carry these names and a further student NAME's the suffix _NAME
+        (rnnt_student_NAME, ctc_student_NAME, kd_NAME, kd_weighted_NAME).
         """
         grad = torch.is_grad_enabled()
         clean, feature_len = self._features(input_signal=signal, input_signal_length=signal_len, augment=False)
         features = self._augment(clean, feature_len)
         # A static teacher has no RNN-T loss: its prediction network runs only for the lattice KD target.
         lattice = self.codert.kd_target == "joint_lattice"
-        teacher_decoder = self.codert.mode == "tandem" or (lattice and self.has_teacher)
-        decoded = self._decoder_outputs(transcript, transcript_len, teacher=teacher_decoder)
+        students = self.students()  # the primary student first; more with model.student_encoders
+        sides = dict(students)
+        if self.codert.mode == "tandem" or (lattice and self.has_teacher):
+            sides["teacher"] = self.teacher
+        decoded = self._decoder_outputs(transcript, transcript_len, sides)
+        out: Dict[str, Any] = {}
+        loss = 0.0
+        encoded = {}  # name -> (encoding, lengths, encoder logits or None)
+        for i, (name, student) in enumerate(students.items()):
+            suffix = "" if i == 0 else f"_{name}"
+            enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
+            rnnt_s, wer_num, wer_denom = self._transducer_loss(
+                student, enc_s, enc_s_len, *decoded[name], transcript, transcript_len, compute_wer and i == 0
+            )
+            if i == 0:  # the primary student's: its WER is training's, its lengths NeMo's txu normalisation
+                out.update(encoded_len=enc_s_len, wer_num=wer_num, wer_denom=wer_denom)
+            out[f"rnnt_student{suffix}"] = rnnt_s
+            # Shape (a) of the CTC term scores the encoder logits, which the KD term below then reuses.
+            z_s = encoder_logits(student.joint, enc_s) if self.codert.ctc_weight > 0 else None
+            ctc_in = self._ctc_log_probs(student.ctc_decoder, enc_s, z_s)
+            loss_s, out[f"ctc_student{suffix}"] = self._with_ctc(rnnt_s, ctc_in, enc_s_len, transcript, transcript_len)
+            loss = loss + self.codert.weights_of(name)[0] * loss_s
+            encoded[name] = (enc_s, enc_s_len, z_s)
         student = self.student
-        enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
-        rnnt_s, wer_num, wer_denom = self._transducer_loss(
-            student, enc_s, enc_s_len, *decoded["student"], transcript, transcript_len, compute_wer
-        )
-        out = {"rnnt_student": rnnt_s, "encoded_len": enc_s_len, "wer_num": wer_num, "wer_denom": wer_denom}
-        # Shape (a) of the CTC term scores the encoder logits, which the KD term below then reuses.
-        z_s = encoder_logits(student.joint, enc_s) if self.codert.ctc_weight > 0 else None
-        ctc_in = self._ctc_log_probs(student.ctc_decoder, enc_s, z_s)
-        loss_s, out["ctc_student"] = self._with_ctc(rnnt_s, ctc_in, enc_s_len, transcript, transcript_len)
-        loss = self.codert.student_rnnt_weight * loss_s
+        enc_s, enc_s_len, z_s = encoded[self.student_names[0]]
 
         if self.has_teacher:
             tandem = self.codert.mode == "tandem"
@@ -246,9 +272,27 @@ class PairLossesMixin:
             enc_kd, z_kd = enc_t, z_t
             if clean_targets and tandem:
                 enc_kd, z_kd = self._teacher_inference_encoding(clean, feature_len)[0], None
-            loss = self._add_weighted_kd(
-                out, loss, lambda: self._kd(enc_s, z_s, enc_kd, z_kd, enc_s_len, decoded, transcript, transcript_len)
-            )
+            # Every student distils the one teacher, each with its own λ.
+            for i, (name, side) in enumerate(students.items()):
+                enc, enc_len, z = encoded[name]
+                loss = self._add_weighted_kd(
+                    out,
+                    loss,
+                    lambda: self._kd(
+                        side,
+                        enc,
+                        z,
+                        enc_kd,
+                        z_kd,
+                        enc_len,
+                        decoded[name],
+                        decoded.get("teacher"),
+                        transcript,
+                        transcript_len,
+                    ),
+                    suffix="" if i == 0 else f"_{name}",
+                    kd_weight=self.codert.weights_of(name)[1],
+                )
         elif self.codert.mode == "offline_teacher" and sample_ids is not None:
             values, indices = self.offline_teacher_logits(sample_ids, enc_s_len, enc_s.shape[-1])
             # No teacher shares this joint_net: the KL trains the student's whole encoder-logit path.
@@ -266,6 +310,11 @@ class PairLossesMixin:
             )
         out["loss"] = loss
         return {k: v for k, v in out.items() if v is not None or k in ("wer_num", "wer_denom")}
+
+    def _loss_term_names(self) -> list:
+        """The names ``codert_losses`` may give its terms: ``_LOSS_TERMS``, and each further student's."""
+        suffixes = ["", *(f"_{name}" for name in self.extra_students)]
+        return [term + suffix for suffix in suffixes for term in _LOSS_TERMS]
 
     def training_step(self, batch, batch_nb):
         if AccessMixin.is_access_enabled(self.model_guid):
@@ -290,7 +339,7 @@ class PairLossesMixin:
             self.restore_norm_statistics_after_backward(norm_stats)
             logging.warning(
                 f"CoDERT: non-finite training loss at step {sample_id} "
-                + ", ".join(f"{k}={out[k].item():.4g}" for k in _LOSS_TERMS if k in out)
+                + ", ".join(f"{k}={out[k].item():.4g}" for k in self._loss_term_names() if k in out)
                 + "; normalisation statistics restored"
                 + (
                     ", gradients will be zeroed (skip_nan_grad)"
@@ -301,7 +350,7 @@ class PairLossesMixin:
         if AccessMixin.is_access_enabled(self.model_guid):
             AccessMixin.reset_registry(self)
 
-        logs = {f"train_{k}": out[k].detach() for k in _LOSS_TERMS if k in out}
+        logs = {f"train_{k}": out[k].detach() for k in self._loss_term_names() if k in out}
         logs["train_loss"] = loss.detach()
         logs["learning_rate"] = self._optimizer.param_groups[0]["lr"]
         logs["global_step"] = torch.tensor(self.trainer.global_step, dtype=torch.float32)

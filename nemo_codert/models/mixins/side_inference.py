@@ -17,40 +17,39 @@ class SideInferenceMixin:
     """Which side NeMo's inference runs on is state, not swapped attributes.
 
     The host model is a NeMo RNN-T model whose own ``decoder``/``joint``/``decoding``/``wer`` are the teacher's, and
-    provides ``has_teacher``, ``student`` and ``teacher`` (``TransducerSide``), ``_student_prediction_net`` and
-    ``student_joint``. It makes two calls:
+    provides ``has_teacher``, ``side(name)`` (``TransducerSide``; ``StudentLadderMixin``), ``_student_prediction_net``,
+    ``student_joint`` and ``_build_ladder_decodings``. It makes two calls:
 
-    1. ``self._infer_teacher = False`` in ``__init__`` before NeMo's decoding is first rebuilt;
-    2. its ``forward`` runs ``self.teacher.encoder`` when ``self._infer_teacher`` is set, else the student's.
+    1. ``self._infer_side = "student"`` in ``__init__`` before NeMo's decoding is first rebuilt;
+    2. its ``forward`` runs ``self.side(self._infer_side).encoder``.
 
-    In return NeMo's ``decoding``/``wer`` always point at the active side's (``student_decoding`` or
-    ``teacher_decoding``), also after NeMo rebuilds them mid-``transcribe`` (``timestamps=True`` does); the student
-    is active unless inside ``use_side("teacher")``, because the student is what gets deployed.
+    In return NeMo's ``decoding``/``wer`` always point at the active side's, also after NeMo rebuilds them
+    mid-``transcribe`` (``timestamps=True`` does); the (primary) student is active unless inside ``use_side``,
+    because the student is what gets deployed.
     """
 
-    _infer_teacher: bool = False
+    _infer_side: str = "student"
 
     @contextlib.contextmanager
     def use_side(self, side: str) -> Iterator[None]:
-        """Run NeMo's inference path (forward + decoding) on 'student' (default) or 'teacher'."""
-        if side not in ("student", "teacher"):
-            raise ValueError(f"side must be 'student' or 'teacher', got {side!r}")
-        if side == "teacher":
-            self.teacher  # raises for student_only
+        """Run NeMo's inference path (forward + decoding) on side ``side``: 'student' (default, the primary
+        student), 'teacher', or a student's name (``model.student_encoders``)."""
+        self.side(side)  # raises for an unknown side (and for 'teacher' in student_only)
         if not self.has_teacher:
             yield
             return
-        previous, self._infer_teacher = self._infer_teacher, side == "teacher"
+        previous, self._infer_side = self._infer_side, side
         self._point_inference_at_active_side()
         try:
             yield
         finally:
-            self._infer_teacher = previous
+            self._infer_side = previous
             self._point_inference_at_active_side()
 
-    def transcribe(self, audio, *args, use_teacher: bool = False, **kwargs):
-        """NeMo's ``transcribe``; the student transcribes unless ``use_teacher=True``."""
-        with self.use_side("teacher" if use_teacher else "student"):
+    def transcribe(self, audio, *args, use_teacher: bool = False, side: str = "student", **kwargs):
+        """NeMo's ``transcribe`` on side ``side`` (the primary student by default; ``use_teacher=True`` is
+        ``side="teacher"``)."""
+        with self.use_side("teacher" if use_teacher else side):
             return super().transcribe(audio, *args, **kwargs)
 
     def change_decoding_strategy(self, decoding_cfg: Optional[DictConfig] = None, verbose: bool = True) -> None:
@@ -79,6 +78,7 @@ class SideInferenceMixin:
             self.student_joint.set_loss(self.loss)
             self.student_joint.set_wer(self.student_wer)
         self.student_joint.temperature = self.joint.temperature
+        self._build_ladder_decodings(self.student_wer)
         self._decode_sides_eagerly()
         self._point_inference_at_active_side()
 
@@ -90,12 +90,16 @@ class SideInferenceMixin:
         an H200 (NeMo 3.0, label-looping greedy decoding) that ended in "an illegal memory access" in the first
         validation of every tandem run, while a single model validated fine. The pair decodes eagerly instead; the
         config is untouched, so an exported student decodes with CUDA graphs as any stock model does."""
-        for decoding in (self.teacher_decoding, self.student_decoding):
+        for decoding in (
+            self.teacher_decoding,
+            self.student_decoding,
+            *(d for d, _ in self._ladder_decodings.values()),
+        ):
             greedy = getattr(decoding, "decoding", None)
             if getattr(greedy, "use_cuda_graph_decoder", False):
                 greedy.disable_cuda_graphs()
                 greedy.use_cuda_graph_decoder = False  # what NeMo sets where graphs are unsupported: stays off
 
     def _point_inference_at_active_side(self) -> None:
-        side = self.teacher if self._infer_teacher else self.student
+        side = self.side(self._infer_side)
         self.decoding, self.wer = side.decoding, side.wer

@@ -12,10 +12,12 @@ __all__ = ["SideMetricsMixin"]
 class SideMetricsMixin:
     """NeMo's ``validation_pass`` and epoch-end reductions for a pair.
 
-    The student's metrics carry NeMo's plain names (``val_wer`` is what exp_manager monitors: the student is what
-    gets deployed), the teacher's the suffix ``_teacher``; ``val_kd`` and ``val_kd_weighted`` (λ·τ²·KL, as it
-    enters the loss) sit beside them; the test pass logs the same with ``test_``. The host model provides
-    ``has_teacher``, ``student``, ``teacher`` and the loss pieces its training step uses: ``_features``,
+    The (primary) student's metrics carry NeMo's plain names (``val_wer`` is what exp_manager monitors: the student
+    is what gets deployed; with several students ``model.codert.primary_student`` says which), the teacher's the
+    suffix ``_teacher`` and a further student's ``_NAME`` (with several students the primary's WER is also logged as
+    ``val_wer_NAME``); ``val_kd`` and ``val_kd_weighted`` (λ·τ²·KL, as it enters the loss; ``_NAME`` for a further
+    student) sit beside them; the test pass logs the same with ``test_``. The host model provides ``has_teacher``,
+    ``student_names``, ``extra_students``, ``side(name)`` and the loss pieces its training step uses: ``_features``,
     ``_decoder_outputs``, ``_transducer_loss``, ``_kd`` and ``kd_scale``, so evaluation computes exactly what
     training optimises; and ``teacher_is_frozen``: a frozen teacher's loss and WER on an evaluation batch never
     change, so they are computed once per batch and reused at every later validation (its encoder still runs: the
@@ -35,32 +37,41 @@ class SideMetricsMixin:
         stage = "test" if self.trainer is not None and self.trainer.testing else "val"
         return stage, dataloader_idx, batch_idx, fingerprint, id(self.teacher.decoding)
 
-    def _eval_sides(self) -> Dict[str, Any]:
-        """Metric-name suffix -> side (``TransducerSide``)."""
-        sides = {"": self.student}
+    def _eval_sides(self) -> Dict[str, str]:
+        """Metric-name suffix -> side name: the primary student's plain, the teacher's ``_teacher``, a further
+        student's ``_NAME``."""
+        sides = {"": self.student_names[0]}
         if self.has_teacher:
-            sides["_teacher"] = self.teacher
+            sides["_teacher"] = "teacher"
+        sides.update({f"_{name}": name for name in self.extra_students})
         return sides
+
+    def _student_suffixes(self) -> Dict[str, str]:
+        """Metric-name suffix -> student name, the primary student's plain."""
+        return {suffix: name for suffix, name in self._eval_sides().items() if name != "teacher"}
 
     def validation_pass(self, batch, batch_idx, dataloader_idx=0):
         signal, signal_len, transcript, transcript_len = batch
         features, feature_len = self._features(input_signal=signal, input_signal_length=signal_len)
         del signal
 
-        if self.compute_eval_loss:
-            decoded = self._decoder_outputs(transcript, transcript_len, teacher=self.has_teacher)
+        sides = {name: self.side(name) for name in self._eval_sides().values()}
+        # The lattice KD target needs the prediction networks' outputs even without the loss.
+        needs_decoded = self.compute_eval_loss or (self.has_teacher and self.codert.kd_target == "joint_lattice")
+        decoded = self._decoder_outputs(transcript, transcript_len, sides) if needs_decoded else {}
         logs, encoded = {}, {}
         frozen_key = self._frozen_teacher_key(batch, batch_idx, dataloader_idx)
         if self._frozen_teacher_metrics is None:
             self._frozen_teacher_metrics = {}
         cache = self._frozen_teacher_metrics
-        for suffix, side in self._eval_sides().items():
+        for suffix, name in self._eval_sides().items():
+            side = sides[name]
             enc, enc_len = side.encoder(audio_signal=features, length=feature_len)
-            encoded[suffix] = (enc, enc_len)
-            if suffix and frozen_key in cache:
+            encoded[name] = (enc, enc_len)
+            teacher = name == "teacher"
+            if teacher and frozen_key in cache:
                 logs.update(cache[frozen_key])
                 continue
-            name = "student" if suffix == "" else "teacher"
             decoder_out, target_len = decoded[name] if self.compute_eval_loss else (None, transcript_len)
             loss, wer_num, wer_denom = self._transducer_loss(
                 side, enc, enc_len, decoder_out, target_len, transcript, transcript_len, compute_wer=True
@@ -70,14 +81,26 @@ class SideMetricsMixin:
             logs[f"val_wer_num{suffix}"] = wer_num
             logs[f"val_wer_denom{suffix}"] = wer_denom
             logs[f"val_wer{suffix}"] = wer_num.float() / wer_denom
-            if suffix and frozen_key is not None:
+            if teacher and frozen_key is not None:
                 cache[frozen_key] = {k: v.detach() for k, v in logs.items() if k.endswith(suffix)}
         if self.has_teacher:
-            (enc_s, enc_s_len), (enc_t, _) = encoded[""], encoded["_teacher"]
-            if not self.compute_eval_loss:  # the lattice KD target needs the prediction networks' outputs
-                decoded = self._decoder_outputs(transcript, transcript_len, teacher=True)
-            kd = self._kd(enc_s, None, enc_t, None, enc_s_len, decoded, transcript, transcript_len)
-            logs["val_kd"], logs["val_kd_weighted"] = kd, self.kd_scale() * kd
+            enc_t = encoded["teacher"][0]
+            for suffix, name in self._student_suffixes().items():
+                enc_s, enc_s_len = encoded[name]
+                kd = self._kd(
+                    sides[name],
+                    enc_s,
+                    None,
+                    enc_t,
+                    None,
+                    enc_s_len,
+                    decoded.get(name),
+                    decoded.get("teacher"),
+                    transcript,
+                    transcript_len,
+                )
+                logs[f"val_kd{suffix}"] = kd
+                logs[f"val_kd_weighted{suffix}"] = self.kd_scale(self.codert.weights_of(name)[1]) * kd
 
         self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
         return logs
@@ -90,9 +113,12 @@ class SideMetricsMixin:
             num = torch.stack([x[f"{prefix}_wer_num{suffix}"] for x in outputs]).sum()
             denom = torch.stack([x[f"{prefix}_wer_denom{suffix}"] for x in outputs]).sum()
             logs[f"{prefix}_wer{suffix}"] = num.float() / denom
-        for name in (f"{prefix}_kd", f"{prefix}_kd_weighted"):
-            if name in outputs[0]:
-                logs[name] = torch.stack([x[name] for x in outputs]).mean()
+        if self.extra_students:  # every student's WER under its own name; the primary's plain name stays monitored
+            logs[f"{prefix}_wer_{self.student_names[0]}"] = logs[f"{prefix}_wer"]
+        for suffix in self._student_suffixes():
+            for name in (f"{prefix}_kd{suffix}", f"{prefix}_kd_weighted{suffix}"):
+                if name in outputs[0]:
+                    logs[name] = torch.stack([x[name] for x in outputs]).mean()
         return {**logs, "log": logs}
 
     def multi_validation_epoch_end(self, outputs, dataloader_idx: int = 0):
