@@ -75,6 +75,23 @@ def test_static_tdt_teacher_trains_a_tdt_student_and_stays_bit_identical(corpus,
     assert isinstance(getattr(hypothesis, "text", hypothesis), str)
 
 
+def test_tdt_pair_trains_in_tandem(corpus):
+    """A TDT teacher and student learning together: one TDT joint shared, both sides on the TDT loss, KD on the token
+    and blank logits only."""
+    torch.manual_seed(0)
+    trainer = make_trainer(max_steps=2, log_every_n_steps=1)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **TDT), trainer=trainer)
+    assert model.joint.num_extra_outputs == model.student_joint.num_extra_outputs == len(DURATIONS)
+    assert isinstance(model.loss._loss, DispatchingTDTLossNumba)
+    teacher_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer.fit(model)
+    for key in ("train_rnnt_student", "train_rnnt_teacher", "train_kd"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    assert any(not torch.equal(v, model.encoder.state_dict()[k]) for k, v in teacher_before.items())
+    (metrics,) = trainer.validate(model, verbose=False)
+    assert 0 <= metrics["val_wer"] and 0 <= metrics["val_wer_teacher"]
+
+
 def test_tdt_teacher_distils_into_a_plain_rnnt_student_through_the_cache(corpus, tdt_teacher, tmp_path):
     teacher = ASRModel.restore_from(str(tdt_teacher), map_location="cpu")
     cache = write_teacher_cache(teacher, corpus.train_manifest, tmp_path / "cache", k=4, batch_size=8)
