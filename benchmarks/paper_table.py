@@ -126,6 +126,15 @@ SYSTEMS: Sequence[System] = (
         )
         for tag, lam in (("03", 0.3), ("1", 1.0), ("3", 3.0))
     ),
+    # 5 at the lambda conf/codert_small_static.yaml shipped (its own 500-step sweep), against 5d's lambda sweep.
+    System(
+        "static_teacher_l1",
+        "5 static teacher (2), lambda=1",
+        "static_teacher",
+        kd_weight=1.0,
+        curve=True,
+        in_full_table=False,
+    ),
     # A ladder of students (benchmarks/multi_student.py): 4 with a middle-sized student alone, and 4 with the middle
     # and the small student in one run (the small one primary, so its row compares with 4's).
     System(
