@@ -14,7 +14,9 @@ def test_the_static_config_is_codert_small_with_a_frozen_teacher_and_its_own_lam
     small, static = compose_config("codert_small"), compose_config(
         "codert_small_static", ["model.codert.teacher_nemo=/t.nemo"]
     )
-    assert static.model.codert.mode == "static_teacher" and static.model.codert.kd_weight == 1.0
+    # Chosen on dev (benchmarks/results/own_decoder_lambda_3seeds/): the student's own decoder and joint, λ = 0.3.
+    assert static.model.codert.mode == "static_teacher" and static.model.codert.kd_weight == 0.3
+    assert static.model.codert.share_decoder is False and small.model.codert.share_decoder is True
     assert small.model.codert.kd_weight == 0.1
     # Everything else is codert_small's: the same student, data, optimiser and budget.
     for key in ("model.student_encoder", "data", "model.optim", "trainer", "model.codert.ctc_weight"):

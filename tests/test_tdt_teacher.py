@@ -40,8 +40,13 @@ def tdt_teacher(corpus, tmp_path_factory):
     return path
 
 
-def test_static_tdt_teacher_trains_a_tdt_student_and_stays_bit_identical(corpus, tdt_teacher, tmp_path, good):
-    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", "codert.teacher_nemo": str(tdt_teacher)})
+# Shared: the student plugs into the frozen TDT joint; own (conf/codert_small_static.yaml): a TDT joint of its own.
+@pytest.mark.parametrize("share_decoder", [True, False], ids=["shared_joint", "own_joint"])
+def test_static_tdt_teacher_trains_a_tdt_student_and_stays_bit_identical(
+    corpus, tdt_teacher, tmp_path, good, share_decoder
+):
+    overrides = {"codert.teacher_nemo": str(tdt_teacher), "codert.share_decoder": share_decoder}
+    cfg = tiny_config(corpus, **{"codert.mode": "static_teacher", **overrides})
     trainer = make_trainer(max_steps=3)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
     vocab = len(model.tokenizer.vocab)
