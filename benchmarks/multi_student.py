@@ -17,7 +17,6 @@ under ``<results-dir>/multi_student/table``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import paper_table
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
+from common import git_commit, machine_description  # benchmarks/common.py
 
 SYSTEMS = ["codert_medium", "codert_ladder"]
 REQUIRED = ["student_only", "teacher_only", "codert"]  # the table's own; reused when already trained
@@ -142,23 +141,15 @@ def write_report(out: Dict[str, Any], path: Path) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "multi_student")
-    args, table_args = parser.parse_known_args(argv)
-    results_dir = args.results_dir.resolve()
-    table_dir = results_dir / "multi_student" / "table"
-    command = typed_command("multi_student.py", argv)
-
-    table_argv = [*table_args, "--work-dir", str(args.work_dir), "--results-dir", str(table_dir)]
-    paper_table.main([*table_argv, "--systems", *REQUIRED, *SYSTEMS])
-    summary = json.loads((table_dir / "paper_table.json").read_text())
+    summary, results_dir, work, command = paper_table.run_for_driver(
+        "multi_student", __doc__, argv, REQUIRED + SYSTEMS
+    )
     out = {
         "command": command,
         "commit": git_commit(),
         "machine": machine_description(),
         "settings": summary["settings"],
-        **collect(args.work_dir.resolve(), summary),
+        **collect(work, summary),
     }
     (results_dir / "multi_student.json").write_text(json.dumps(out, indent=1))
     print(write_report(out, results_dir / "multi_student.md").read_text())

@@ -14,14 +14,13 @@ default ``benchmarks/results``): dev and test WER, step time and peak memory fro
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import paper_table
-from common import REPO, git_commit, machine_description, typed_command  # benchmarks/common.py
+from common import git_commit, machine_description  # benchmarks/common.py
 
 SYSTEMS = ["static_teacher", "offline_teacher_k4", "offline_teacher", "offline_teacher_k16"]
 REQUIRED = ["student_only", "teacher_only", "codert"]  # the table's own; reused when already trained
@@ -58,19 +57,10 @@ def _dev_wer(student_nemo: str, dev_manifest: Path) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "offline_teacher")
-    args, table_args = parser.parse_known_args(argv)
-    results_dir = args.results_dir.resolve()
-    table_dir = results_dir / "offline_teacher" / "table"
-    command = typed_command("offline_teacher.py", argv)
-
-    table_argv = [*table_args, "--work-dir", str(args.work_dir), "--results-dir", str(table_dir)]
-    paper_table.main([*table_argv, "--systems", *REQUIRED, *SYSTEMS])
-    summary = json.loads((table_dir / "paper_table.json").read_text())
+    summary, results_dir, work, command = paper_table.run_for_driver(
+        "offline_teacher", __doc__, argv, REQUIRED + SYSTEMS
+    )
     settings = paper_table.Settings(**summary["settings"])
-    work = args.work_dir.resolve()
     dev_manifest = paper_table._corpus_dir(work, settings) / "dev_manifest.json"
 
     rows: List[Dict[str, Any]] = []

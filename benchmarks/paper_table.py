@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
@@ -886,6 +886,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = write_report(summary, results_dir, command, time.time() - started)
     print(report.read_text())
     return 0
+
+
+def run_for_driver(
+    name: str, doc: str, argv: Sequence[str], systems: Sequence[str]
+) -> Tuple[Dict[str, Any], Path, Path, str]:
+    """The table of a thin driver (``benchmarks/<name>.py``): the driver's own ``--results-dir`` (default
+    benchmarks/results) and ``--work-dir`` (default data/<name>), every other argument passed to this table, which
+    runs ``systems`` and writes under ``<results-dir>/<name>/table``. Returns (the table's summary, the results
+    directory, the work directory, the driver's command as typed)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "data" / name)
+    args, table_args = parser.parse_known_args(argv)
+    results_dir = args.results_dir.resolve()
+    table_dir = results_dir / name / "table"
+    main([*table_args, "--work-dir", str(args.work_dir), "--results-dir", str(table_dir), "--systems", *systems])
+    summary = json.loads((table_dir / "paper_table.json").read_text())
+    return summary, results_dir, args.work_dir.resolve(), typed_command(f"{name}.py", argv)
 
 
 if __name__ == "__main__":
