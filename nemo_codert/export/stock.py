@@ -64,10 +64,6 @@ def _side_name(model, which: str) -> str:
     return which
 
 
-def _side(model, which: str):
-    return model.side(_side_name(model, which))  # .teacher raises for student_only
-
-
 # ---------------------------------------------------------------------------------------------------- config
 
 
@@ -80,7 +76,8 @@ def stock_config(model, which: str = "student") -> DictConfig:
     side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's,
     to be pointed at readable files by the caller.
     """
-    side = _side(model, which)
+    name = _side_name(model, which)
+    side = model.side(name)  # .teacher raises for student_only
     cfg = OmegaConf.to_container(model.cfg, resolve=True)
     for key in ("codert", "student_encoder", "student_encoders", "target"):
         cfg.pop(key, None)
@@ -90,7 +87,6 @@ def stock_config(model, which: str = "student") -> DictConfig:
             **aux_ctc,
             "decoder": OmegaConf.to_container(side.ctc_decoder.to_config_dict(), resolve=True),
         }
-    name = _side_name(model, which)
     if name in model.extra_students:
         encoder_cfg = model.cfg.student_encoders[name]
     elif name != "teacher" and model.has_teacher:
@@ -166,7 +162,7 @@ def _copy_tokenizer_files(model, directory: Path) -> Dict[str, str]:
 def _side_state_dict(model, which: str, stock: EncDecRNNTBPEModel) -> Dict[str, torch.Tensor]:
     """The side's tensors under the stock model's names: encoder, decoder, joint (and CTC head) of the side, the rest
     shared."""
-    side = _side(model, which)
+    side = model.side(_side_name(model, which))
     sources = {"encoder": side.encoder, "decoder": side.decoder, "joint": side.joint, "ctc_decoder": side.ctc_decoder}
     state: Dict[str, torch.Tensor] = {}
     for name, _ in stock.named_children():
@@ -190,8 +186,7 @@ def stock_model(model_or_path: ModelOrPath, which: str = "student") -> Iterator[
     the ``with`` block ends, so save it (``save_to``) inside the block.
     """
     model = _as_codert(model_or_path)
-    _side(model, which)  # validates `which` before any work
-    cfg = stock_config(model, which)
+    cfg = stock_config(model, which)  # validates `which` before any work
     data = {k: cfg.pop(k) for k in _DATA_SECTIONS if k in cfg}
     with tempfile.TemporaryDirectory(prefix="codert-export-tokenizer-") as tmp:
         files = _copy_tokenizer_files(model, Path(tmp))
@@ -218,7 +213,8 @@ def export_side(
     which: str = "student",
     out_path: Union[str, os.PathLike] = "student.nemo",
 ) -> Path:
-    """Write side ``which`` ('student', 'teacher' or 'student:NAME') of a CoDERT model as a stock NeMo ``.nemo`` at ``out_path``.
+    """Write side ``which`` ('student', 'teacher' or 'student:NAME') of a CoDERT model as a stock NeMo ``.nemo`` at
+    ``out_path``.
 
     ``model_or_path`` is a ``CodertRNNTBPEModel`` or the path of its ``.nemo`` (checked first; a bad file is one
     :class:`NemoFileError` naming it). A ``student_only`` model exports its (only) side as 'student'. The file is

@@ -226,13 +226,14 @@ class PairLossesMixin:
         out: Dict[str, Any] = {}
         loss = 0.0
         encoded = {}  # name -> (encoding, lengths, encoder logits or None)
-        for i, (name, student) in enumerate(students.items()):
-            suffix = "" if i == 0 else f"_{name}"
+        for name, student in students.items():
+            suffix = self.metric_suffix(name)
+            primary = suffix == ""
             enc_s, enc_s_len = student.encoder(audio_signal=features, length=feature_len)
             rnnt_s, wer_num, wer_denom = self._transducer_loss(
-                student, enc_s, enc_s_len, *decoded[name], transcript, transcript_len, compute_wer and i == 0
+                student, enc_s, enc_s_len, *decoded[name], transcript, transcript_len, compute_wer and primary
             )
-            if i == 0:  # the primary student's: its WER is training's, its lengths NeMo's txu normalisation
+            if primary:  # the primary student's: its WER is training's, its lengths NeMo's txu normalisation
                 out.update(encoded_len=enc_s_len, wer_num=wer_num, wer_denom=wer_denom)
             out[f"rnnt_student{suffix}"] = rnnt_s
             # Shape (a) of the CTC term scores the encoder logits, which the KD term below then reuses.
@@ -273,7 +274,7 @@ class PairLossesMixin:
             if clean_targets and tandem:
                 enc_kd, z_kd = self._teacher_inference_encoding(clean, feature_len)[0], None
             # Every student distils the one teacher, each with its own λ.
-            for i, (name, side) in enumerate(students.items()):
+            for name, side in students.items():
                 enc, enc_len, z = encoded[name]
                 loss = self._add_weighted_kd(
                     out,
@@ -290,7 +291,7 @@ class PairLossesMixin:
                         transcript,
                         transcript_len,
                     ),
-                    suffix="" if i == 0 else f"_{name}",
+                    suffix=self.metric_suffix(name),
                     kd_weight=self.codert.weights_of(name)[1],
                 )
         elif self.codert.mode == "offline_teacher" and sample_ids is not None:
@@ -313,7 +314,7 @@ class PairLossesMixin:
 
     def _loss_term_names(self) -> list:
         """The names ``codert_losses`` may give its terms: ``_LOSS_TERMS``, and each further student's."""
-        suffixes = ["", *(f"_{name}" for name in self.extra_students)]
+        suffixes = [self.metric_suffix(name) for name in self.student_names]
         return [term + suffix for suffix in suffixes for term in _LOSS_TERMS]
 
     def training_step(self, batch, batch_nb):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
+import torch
 from omegaconf import DictConfig
 
 from nemo.collections.asr.metrics.wer import WER
@@ -18,7 +19,7 @@ class SideInferenceMixin:
 
     The host model is a NeMo RNN-T model whose own ``decoder``/``joint``/``decoding``/``wer`` are the teacher's, and
     provides ``has_teacher``, ``side(name)`` (``TransducerSide``; ``StudentLadderMixin``), ``_student_prediction_net``,
-    ``student_joint`` and ``_build_ladder_decodings``. It makes two calls:
+    ``student_joint`` and ``_build_ladder_decodings`` (which builds on ``_student_decoding``). It makes two calls:
 
     1. ``self._infer_side = "student"`` in ``__init__`` before NeMo's decoding is first rebuilt;
     2. its ``forward`` runs ``self.side(self._infer_side).encoder``.
@@ -61,26 +62,31 @@ class SideInferenceMixin:
         if not self.has_teacher:
             return
         self.teacher_decoding, self.teacher_wer = self.decoding, self.wer
-        self.student_decoding = RNNTBPEDecoding(
-            decoding_cfg=self.cfg.decoding,
-            decoder=self._student_prediction_net,
-            joint=self.student_joint,
-            tokenizer=self.tokenizer,
+        self.student_decoding, self.student_wer = self._student_decoding(
+            self._student_prediction_net, self.student_joint
         )
-        self.student_wer = WER(
-            decoding=self.student_decoding,
+        self._build_ladder_decodings()
+        self._decode_sides_eagerly()
+        self._point_inference_at_active_side()
+
+    def _student_decoding(self, decoder: torch.nn.Module, joint: torch.nn.Module) -> Tuple[RNNTBPEDecoding, WER]:
+        """A student's decoding and WER on its prediction network and joint, configured as the teacher's (NeMo's);
+        a fused joint is handed the loss and that WER, as NeMo hands them to its own."""
+        decoding = RNNTBPEDecoding(
+            decoding_cfg=self.cfg.decoding, decoder=decoder, joint=joint, tokenizer=self.tokenizer
+        )
+        wer = WER(
+            decoding=decoding,
             batch_dim_index=self.teacher_wer.batch_dim_index,
             use_cer=self.teacher_wer.use_cer,
             log_prediction=self.teacher_wer.log_prediction,
             dist_sync_on_step=True,
         )
-        if self.student_joint.fuse_loss_wer:
-            self.student_joint.set_loss(self.loss)
-            self.student_joint.set_wer(self.student_wer)
-        self.student_joint.temperature = self.joint.temperature
-        self._build_ladder_decodings(self.student_wer)
-        self._decode_sides_eagerly()
-        self._point_inference_at_active_side()
+        if joint.fuse_loss_wer:
+            joint.set_loss(self.loss)
+            joint.set_wer(wer)
+        joint.temperature = self.joint.temperature
+        return decoding, wer
 
     def _decode_sides_eagerly(self) -> None:
         """Turn off NeMo's CUDA-graph greedy decoding on both sides of a pair.

@@ -17,11 +17,11 @@ class SideMetricsMixin:
     suffix ``_teacher`` and a further student's ``_NAME`` (with several students the primary's WER is also logged as
     ``val_wer_NAME``); ``val_kd`` and ``val_kd_weighted`` (λ·τ²·KL, as it enters the loss; ``_NAME`` for a further
     student) sit beside them; the test pass logs the same with ``test_``. The host model provides ``has_teacher``,
-    ``student_names``, ``extra_students``, ``side(name)`` and the loss pieces its training step uses: ``_features``,
-    ``_decoder_outputs``, ``_transducer_loss``, ``_kd`` and ``kd_scale``, so evaluation computes exactly what
-    training optimises; and ``teacher_is_frozen``: a frozen teacher's loss and WER on an evaluation batch never
-    change, so they are computed once per batch and reused at every later validation (its encoder still runs: the
-    KD term needs its logits).
+    ``student_names``, ``extra_students``, ``side(name)``, ``metric_suffix(name)`` and the loss pieces its training
+    step uses: ``_features``, ``_decoder_outputs``, ``_transducer_loss``, ``_kd`` and ``kd_scale``, so evaluation
+    computes exactly what training optimises; and ``teacher_is_frozen``: a frozen teacher's loss and WER on an
+    evaluation batch never change, so they are computed once per batch and reused at every later validation (its
+    encoder still runs: the KD term needs its logits).
     """
 
     _frozen_teacher_metrics: Optional[Dict[Hashable, Dict[str, torch.Tensor]]] = None
@@ -43,7 +43,7 @@ class SideMetricsMixin:
         sides = {"": self.student_names[0]}
         if self.has_teacher:
             sides["_teacher"] = "teacher"
-        sides.update({f"_{name}": name for name in self.extra_students})
+        sides.update({self.metric_suffix(name): name for name in self.extra_students})
         return sides
 
     def _student_suffixes(self) -> Dict[str, str]:

@@ -31,9 +31,10 @@ class StudentLadderMixin:
 
     The host model sets ``student_names`` (primary first, ``nemo_codert.models.config.resolve_students``) before
     the calls below, and provides ``cfg``, ``encoder`` (the teacher's), ``student``, ``teacher``, ``decoder``,
-    ``tokenizer``, ``_student_decoder_and_joint(width)`` and ``_ctc_head_config(width)``. It calls
-    ``_build_ladder_encoders`` once, ``_build_ladder_heads`` whenever the vocabulary changes, and
-    ``_build_ladder_decodings`` whenever the decoding strategy does.
+    ``tokenizer``, ``_student_decoder_and_joint(width)``, ``_ctc_head_config(width)`` and
+    ``_student_decoding(decoder, joint)`` (``SideInferenceMixin``). It calls ``_build_ladder_encoders`` once,
+    ``_build_ladder_heads`` whenever the vocabulary changes, and ``_build_ladder_decodings`` whenever the decoding
+    strategy does.
     """
 
     student_names: List[str] = [SINGLE_STUDENT]
@@ -65,27 +66,21 @@ class StudentLadderMixin:
             if self.cfg.get("aux_ctc", None) is not None:
                 self.ladder_ctc_decoders[name] = EncDecRNNTModel.from_config_dict(self._ctc_head_config(width))
 
-    def _build_ladder_decodings(self, template: WER) -> None:
-        """Each further student's decoding and WER, built like the primary student's (``template``)."""
-        self._ladder_decodings: Dict[str, Tuple[RNNTBPEDecoding, WER]] = {}
-        for name in self.extra_students:
-            decoder = self.ladder_decoders[name] if name in self.ladder_decoders else self.decoder
-            joint = self.ladder_joints[name]
-            decoding = RNNTBPEDecoding(
-                decoding_cfg=self.cfg.decoding, decoder=decoder, joint=joint, tokenizer=self.tokenizer
-            )
-            wer = WER(
-                decoding=decoding,
-                batch_dim_index=template.batch_dim_index,
-                use_cer=template.use_cer,
-                log_prediction=template.log_prediction,
-                dist_sync_on_step=True,
-            )
-            if joint.fuse_loss_wer:
-                joint.set_loss(self.loss)
-                joint.set_wer(wer)
-            joint.temperature = self.joint.temperature
-            self._ladder_decodings[name] = (decoding, wer)
+    def _build_ladder_decodings(self) -> None:
+        """Each further student's decoding and WER, built as the primary student's (``_student_decoding``)."""
+        self._ladder_decodings: Dict[str, Tuple[RNNTBPEDecoding, WER]] = {
+            name: self._student_decoding(self._ladder_prediction_net(name), self.ladder_joints[name])
+            for name in self.extra_students
+        }
+
+    def _ladder_prediction_net(self, name: str) -> torch.nn.Module:
+        """A further student's own prediction network, or the shared one (the teacher's ``decoder``)."""
+        return self.ladder_decoders[name] if name in self.ladder_decoders else self.decoder
+
+    def metric_suffix(self, name: str) -> str:
+        """The suffix of a student's loss terms and metrics: none for the primary student (NeMo's plain names, what
+        exp_manager monitors), ``_NAME`` for a further one."""
+        return "" if name == self.student_names[0] else f"_{name}"
 
     def side(self, name: str) -> TransducerSide:
         """The side called ``name``: 'teacher', 'student' (the primary student) or a student's own name."""
@@ -99,7 +94,7 @@ class StudentLadderMixin:
         decoding, wer = self._ladder_decodings[name]
         return TransducerSide(
             self.ladder_encoders[name],
-            self.ladder_decoders[name] if name in self.ladder_decoders else self.decoder,
+            self._ladder_prediction_net(name),
             self.ladder_joints[name],
             decoding,
             wer,
