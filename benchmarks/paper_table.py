@@ -67,6 +67,7 @@ class System:
     # model.student_encoders: name -> changes to the config's student encoder, the primary student first; None: the
     # config's one student_encoder. Every student is exported and scored (benchmarks/multi_student.py).
     students: Optional[Dict[str, Dict[str, Any]]] = None
+    teacher_lr_scale: Optional[float] = None  # model.codert.teacher_lr_scale; None: the config's own
     in_full_table: bool = True  # False: trained only when --systems names it
 
 
@@ -84,6 +85,25 @@ SYSTEMS: Sequence[System] = (
     # so that 5 - 5b is what the KD term itself buys.
     System("static_teacher_kd0", "5b static teacher (2), lambda=0", "static_teacher", kd_weight=0.0),
     System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False, curve=True),
+    # Two tries at a tandem teacher that leads by more: 6 at the lambda that made the static teacher's student with
+    # its own decoder and joint best (5d, lambda=0.3), and 4 with the teacher encoder at the full learning rate.
+    System(
+        "codert_own_decoder_l03",
+        "6 CoDERT, separate decoders, lambda=0.3",
+        "tandem",
+        kd_weight=0.3,
+        share_decoder=False,
+        curve=True,
+        in_full_table=False,
+    ),
+    System(
+        "codert_teacher_lr1",
+        "4 CoDERT, teacher encoder at the full lr",
+        "tandem",
+        curve=True,
+        teacher_lr_scale=1.0,
+        in_full_table=False,
+    ),
     # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
     System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
@@ -237,6 +257,8 @@ def system_config(
         c.kd_target = system.kd_target
         c.kd_teacher_input = system.kd_teacher_input
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
+        if system.teacher_lr_scale is not None:
+            c.teacher_lr_scale = system.teacher_lr_scale
         if system.students is not None:
             base = cfg.model.student_encoder
             cfg.model.student_encoders = {n: OmegaConf.merge(base, delta) for n, delta in system.students.items()}
