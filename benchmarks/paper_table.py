@@ -67,7 +67,8 @@ class System:
     # model.student_encoders: name -> changes to the config's student encoder, the primary student first; None: the
     # config's one student_encoder. Every student is exported and scored (benchmarks/multi_student.py).
     students: Optional[Dict[str, Dict[str, Any]]] = None
-    teacher_lr_scale: Optional[float] = None  # model.codert.teacher_lr_scale; None: the config's own
+    # Any other change of this system's config, dotted KEY=VALUE (YAML value), applied before the fields above.
+    overrides: Tuple[str, ...] = ()
     in_full_table: bool = True  # False: trained only when --systems names it
 
 
@@ -101,7 +102,7 @@ SYSTEMS: Sequence[System] = (
         "4 CoDERT, teacher encoder at the full lr",
         "tandem",
         curve=True,
-        teacher_lr_scale=1.0,
+        overrides=("model.codert.teacher_lr_scale=1.0",),
         in_full_table=False,
     ),
     # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
@@ -171,6 +172,16 @@ SYSTEMS: Sequence[System] = (
         "tandem",
         curve=True,
         students={"small": {}, "medium": MEDIUM_STUDENT},
+        in_full_table=False,
+    ),
+    # A streaming student's KD pairing (benchmarks/streaming.py, conf/codert_streaming.yaml): its frame t learns from
+    # the full-context teacher's frame t - 2, the future it cannot see being late.
+    System(
+        "codert_shift2",
+        "4s CoDERT, kd_frame_shift 2",
+        "tandem",
+        curve=True,
+        overrides=("model.codert.kd_frame_shift=2",),
         in_full_table=False,
     ),
     System(
@@ -244,7 +255,8 @@ def system_config(
     from omegaconf import OmegaConf, open_dict
 
     cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(settings.overrides)))  # values parsed as YAML
+    # values parsed as YAML
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([*settings.overrides, *system.overrides]))
     with open_dict(cfg):
         cfg.data.dir = str(corpus_dir)
         cfg.model.train_ds.seed = seed
@@ -257,8 +269,6 @@ def system_config(
         c.kd_target = system.kd_target
         c.kd_teacher_input = system.kd_teacher_input
         c.teacher_nemo = str(teacher_nemo) if teacher_nemo else None
-        if system.teacher_lr_scale is not None:
-            c.teacher_lr_scale = system.teacher_lr_scale
         if system.students is not None:
             base = cfg.model.student_encoder
             cfg.model.student_encoders = {n: OmegaConf.merge(base, delta) for n, delta in system.students.items()}

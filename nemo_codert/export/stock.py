@@ -87,13 +87,7 @@ def stock_config(model, which: str = "student") -> DictConfig:
             **aux_ctc,
             "decoder": OmegaConf.to_container(side.ctc_decoder.to_config_dict(), resolve=True),
         }
-    if name in model.extra_students:
-        encoder_cfg = model.cfg.student_encoders[name]
-    elif name != "teacher" and model.has_teacher:
-        encoder_cfg = model.cfg.student_encoder  # the primary student's
-    else:  # teacher, or a student_only model whose `encoder` is the student
-        encoder_cfg = model.cfg.encoder
-    cfg["encoder"] = OmegaConf.to_container(encoder_cfg, resolve=True)
+    cfg["encoder"] = OmegaConf.to_container(model.encoder_config(name), resolve=True)
     cfg["decoder"] = OmegaConf.to_container(side.decoder.to_config_dict(), resolve=True)
     cfg["joint"] = OmegaConf.to_container(side.joint.to_config_dict(), resolve=True)
     width = int(side.encoder._feat_out)

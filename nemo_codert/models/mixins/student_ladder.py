@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 import torch
+from omegaconf import DictConfig
 
 from nemo.collections.asr.metrics.wer import WER
 from nemo.collections.asr.models import EncDecRNNTModel
@@ -31,7 +32,7 @@ class StudentLadderMixin:
 
     The host model sets ``student_names`` (primary first, ``nemo_codert.models.config.resolve_students``) before
     the calls below, and provides ``cfg``, ``encoder`` (the teacher's), ``student``, ``teacher``, ``decoder``,
-    ``tokenizer``, ``_student_decoder_and_joint(width)``, ``_ctc_head_config(width)`` and
+    ``has_teacher``, ``tokenizer``, ``_student_decoder_and_joint(width)``, ``_ctc_head_config(width)`` and
     ``_student_decoding(decoder, joint)`` (``SideInferenceMixin``). It calls ``_build_ladder_encoders`` once,
     ``_build_ladder_heads`` whenever the vocabulary changes, and ``_build_ladder_decodings`` whenever the decoding
     strategy does.
@@ -100,6 +101,15 @@ class StudentLadderMixin:
             wer,
             self.ladder_ctc_decoders[name] if name in self.ladder_ctc_decoders else None,
         )
+
+    def encoder_config(self, name: str) -> DictConfig:
+        """The config the encoder of side ``name`` was built from (as ``side``, the name is checked)."""
+        self.side(name)
+        if name in self.extra_students:
+            return self.cfg.student_encoders[name]
+        if name != "teacher" and self.has_teacher:
+            return self.cfg.student_encoder  # the primary student's
+        return self.cfg.encoder  # the teacher's, or a student_only model's student
 
     def students(self) -> Dict[str, TransducerSide]:
         """Every student by name, the primary first."""
