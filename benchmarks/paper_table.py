@@ -255,7 +255,7 @@ def system_config(
     from omegaconf import OmegaConf, open_dict
 
     cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
-    # values parsed as YAML
+    # The table's changes (--set), then the system's own; values parsed as YAML.
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([*settings.overrides, *system.overrides]))
     with open_dict(cfg):
         cfg.data.dir = str(corpus_dir)
