@@ -18,7 +18,6 @@ under ``<results-dir>/multi_student/table``).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -35,10 +34,6 @@ STUDENTS = [
     ("small student, in the ladder (4l)", "codert_ladder", "student", "codert"),
     ("medium student, in the ladder (4l)", "codert_ladder", "student:medium", "codert_medium"),
 ]
-
-
-def _mean_sd(values: Sequence[float]) -> tuple:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def collect(work: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
@@ -60,12 +55,12 @@ def collect(work: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
         per_seed[(system, side)] = scores
         row: Dict[str, Any] = {"label": label, "system": system, "side": side, "seeds": scores}
         for key in ("dev_wer", "test_wer", "test_cer"):
-            row[key] = _mean_sd([scores[s][key] for s in seeds])
+            row[key] = paper_table._mean_sd([scores[s][key] for s in seeds])
         row["params"] = scores[seeds[0]]["params"]
         if single is not None:
             alone = per_seed[(single, "student")]
-            row["vs_alone"] = _mean_sd([1 - scores[s]["test_wer"] / alone[s]["test_wer"] for s in seeds])
-            row["dev_vs_alone"] = _mean_sd([1 - scores[s]["dev_wer"] / alone[s]["dev_wer"] for s in seeds])
+            row["vs_alone"] = paper_table._mean_sd([1 - scores[s]["test_wer"] / alone[s]["test_wer"] for s in seeds])
+            row["dev_vs_alone"] = paper_table._mean_sd([1 - scores[s]["dev_wer"] / alone[s]["dev_wer"] for s in seeds])
             row["better_than_alone_on_test"] = sum(scores[s]["test_wer"] < alone[s]["test_wer"] for s in seeds)
         rows.append(row)
     cost = {

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import paper_table
-from common import compose, git_commit, machine_description  # benchmarks/common.py
+from common import git_commit, machine_description  # benchmarks/common.py
 
 CONFIG = "codert_streaming"
 SYSTEMS = ["student_only", "teacher_only", "codert", "codert_shift2"]
@@ -34,9 +35,12 @@ LABELS = {
 }
 
 
-def latency(config: str) -> Dict[str, float]:
-    """Chunk, look-ahead and cached left context of the config's student encoder, in milliseconds."""
-    cfg = compose(config).model
+def latency(settings: Dict[str, Any]) -> Dict[str, float]:
+    """Chunk, look-ahead and cached left context of the table's student encoder (its config with the table's
+    ``--set`` changes, as its runs were trained), in milliseconds."""
+    cfg = paper_table.system_config(
+        paper_table.Settings(**settings), paper_table.BY_NAME["codert"], 0, Path("."), None
+    ).model
     left, right = cfg.student_encoder.att_context_size
     frame_ms = 1000 * cfg.preprocessor.window_stride * cfg.student_encoder.subsampling_factor
     return {"chunk_ms": (right + 1) * frame_ms, "lookahead_ms": right * frame_ms, "left_context_ms": left * frame_ms}
@@ -49,8 +53,6 @@ def collect(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for name in SYSTEMS:
         row = rows[name]
-        seeds = list(row["test_wer"])
-        rel = [row["rel_reduction"][s] for s in seeds]
         out.append(
             {
                 "system": name,
@@ -58,7 +60,7 @@ def collect(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "test_wer": row["test_wer"],
                 "test_cer": row["test_cer"],
                 "dev_wer": {s: d[-1]["student"] for s, d in row["dev_wer"].items() if d},
-                "rel_reduction": (statistics.fmean(rel), statistics.stdev(rel) if len(rel) > 1 else 0.0),
+                "rel_reduction": paper_table._mean_sd([row["rel_reduction"][s] for s in row["test_wer"]]),
                 # "every seed below every baseline seed", the issue's test of a separated gain
                 "below_every_baseline_seed": max(row["test_wer"].values()) < min(base.values()),
                 "params": row["params"],
@@ -89,14 +91,15 @@ def write_report(out: Dict[str, Any], path) -> None:
     for r in out["rows"]:
         wers = list(r["test_wer"].values())
         cers = [c for c in r["test_cer"].values() if c is not None]
-        sd = f" +- {statistics.stdev(wers):.3f}" if len(wers) > 1 else ""
+        mean, sd = paper_table._mean_sd(wers)
+        sd_text = f" +- {sd:.3f}" if len(wers) > 1 else ""
         dev = " / ".join(f"{w:.3f}" for w in r["dev_wer"].values()) or "-"
-        rel = "-" if r["system"] == "student_only" else f"{100 * r['rel_reduction'][0]:+.1f} % +- "
-        rel += "" if r["system"] == "student_only" else f"{100 * r['rel_reduction'][1]:.1f}"
-        below = "-" if r["system"] == "student_only" else ("yes" if r["below_every_baseline_seed"] else "no")
+        baseline = r["system"] == "student_only"
+        rel = "-" if baseline else f"{100 * r['rel_reduction'][0]:+.1f} % +- {100 * r['rel_reduction'][1]:.1f}"
+        below = "-" if baseline else ("yes" if r["below_every_baseline_seed"] else "no")
         step = f"{r['step_seconds']:.3f}" if r["step_seconds"] else "-"
         lines.append(
-            f"| {r['label']} | {' / '.join(f'{w:.3f}' for w in wers)} | {statistics.fmean(wers):.3f}{sd} | "
+            f"| {r['label']} | {' / '.join(f'{w:.3f}' for w in wers)} | {mean:.3f}{sd_text} | "
             f"{statistics.fmean(cers) if cers else float('nan'):.3f} | {dev} | {rel} | {below} | {step} |"
         )
     lines += [
@@ -110,14 +113,15 @@ def write_report(out: Dict[str, Any], path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    table_argv = argv if "--config" in argv else ["--config", CONFIG, *argv]
+    given = any(a == "--config" or a.startswith("--config=") for a in argv)
+    table_argv = argv if given else ["--config", CONFIG, *argv]
     summary, results_dir, _, command = paper_table.run_for_driver("streaming", __doc__, table_argv, SYSTEMS)
     out = {
         "command": command,
         "commit": git_commit(),
         "machine": machine_description(),
         "settings": summary["settings"],
-        "latency": latency(summary["settings"]["config"]),
+        "latency": latency(summary["settings"]),
         "rows": collect(summary),
     }
     (results_dir / "streaming.json").write_text(json.dumps(out, indent=1))
