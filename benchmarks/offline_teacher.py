@@ -38,11 +38,11 @@ def _batch_read_seconds(cache_dir: str, batch_size: int, batches: int = 50) -> f
     from nemo_codert.data.teacher_cache import TeacherCache
 
     cache = TeacherCache(cache_dir)
-    cuts = list(cache._cuts.values())
+    cuts = cache.cuts()
     rng, seconds = random.Random(0), []
     for _ in range(batches):
         batch = rng.sample(cuts, batch_size)
-        frames = torch.tensor([c.custom["teacher_logits"].shape[0] for c in batch])
+        frames = torch.tensor([cache.frames(c) for c in batch])
         started = time.perf_counter()
         cache.batch(batch, frames)
         seconds.append(time.perf_counter() - started)

@@ -93,6 +93,7 @@ def test_the_cache_holds_the_teachers_top_logits_and_resumes(corpus, teacher_nem
     out = write_teacher_cache(teacher, manifest, tmp_path / "cache", k=4, batch_size=3, shard_size=4)
     cache = TeacherCache(out)
     cuts = cache.rows([utterance_key(e["audio_filepath"]) for e in good], source="m.json")
+    assert {c.id for c in cache.cuts()} == {c.id for c in cuts}  # every utterance cached once, nothing else
 
     for entry, cut in zip(read_manifest(manifest), cuts):  # one utterance at a time: no padding involved
         from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
@@ -111,7 +112,7 @@ def test_the_cache_holds_the_teachers_top_logits_and_resumes(corpus, teacher_nem
 
     # Resume: an interrupted run (second shard's CutSet and the final files missing) redoes only that shard.
     keys = [utterance_key(e["audio_filepath"]) for e in good]
-    frames = torch.tensor([c.custom["teacher_logits"].shape[0] for c in cuts[4:8]])
+    frames = torch.tensor([TeacherCache.frames(c) for c in cuts[4:8]])
     first_arrays = out / "shard-00000.h5"
     stamp = first_arrays.stat().st_mtime_ns
     before = cache.batch(cuts[4:8], frames)
@@ -181,7 +182,7 @@ def test_a_cache_that_does_not_match_the_training_data_is_a_clear_error(
     audio = entry["audio_filepath"]
     audio = audio if os.path.isabs(audio) else str(corpus.train_manifest.parent / audio)
     cut = cache.rows([utterance_key(audio)], source="train")[0]
-    frames = cut.custom["teacher_logits"].shape[0]
+    frames = TeacherCache.frames(cut)
     with pytest.raises(TeacherCacheError, match=f"has {frames} cached teacher frames but the student emits"):
         cache.batch([cut], torch.tensor([frames + 1]))
     with pytest.raises(TeacherCacheError, match="holds no teacher cache"):

@@ -226,6 +226,15 @@ class TeacherCache:
         self.classes: int = int(self.meta["classes"])
         self._cuts = {c.custom["audio_key"]: c for c in CutSet.from_file(self.directory / _CUTS)}
 
+    def cuts(self) -> List[Any]:
+        """Every cached utterance's cut, in the cache's order."""
+        return list(self._cuts.values())
+
+    @staticmethod
+    def frames(cut: Any) -> int:
+        """The teacher frame count cached for ``cut`` (read from the array's manifest, not its data)."""
+        return int(cut.custom[_VALUES].shape[0])
+
     def check_vocabulary(self, vocabulary: Sequence[str]) -> None:
         """The model's tokenizer must be the teacher's: a class index means nothing across vocabularies."""
         difference = vocabulary_difference(vocabulary, self.meta["vocabulary"])
