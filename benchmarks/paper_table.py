@@ -105,6 +105,16 @@ SYSTEMS: Sequence[System] = (
         overrides=("model.codert.teacher_lr_scale=1.0",),
         in_full_table=False,
     ),
+    # 4 with lambda ramped up from 0 over the first 300 steps (benchmarks/results/kd_schedule_screen/): KD starts
+    # once the teacher has begun to lead, not while both encoders are still guessing.
+    System(
+        "codert_warmup300",
+        "4w CoDERT, lambda warm-up 300 steps",
+        "tandem",
+        curve=True,
+        overrides=("model.codert.kd_warmup_steps=300",),
+        in_full_table=False,
+    ),
     # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
     System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
