@@ -55,12 +55,12 @@ def collect(work: Path, summary: Dict[str, Any]) -> Dict[str, Any]:
         per_seed[(system, side)] = scores
         row: Dict[str, Any] = {"label": label, "system": system, "side": side, "seeds": scores}
         for key in ("dev_wer", "test_wer", "test_cer"):
-            row[key] = paper_table._mean_sd([scores[s][key] for s in seeds])
+            row[key] = paper_table.mean_sd([scores[s][key] for s in seeds])
         row["params"] = scores[seeds[0]]["params"]
         if single is not None:
             alone = per_seed[(single, "student")]
-            row["vs_alone"] = paper_table._mean_sd([1 - scores[s]["test_wer"] / alone[s]["test_wer"] for s in seeds])
-            row["dev_vs_alone"] = paper_table._mean_sd([1 - scores[s]["dev_wer"] / alone[s]["dev_wer"] for s in seeds])
+            row["vs_alone"] = paper_table.mean_sd([1 - scores[s]["test_wer"] / alone[s]["test_wer"] for s in seeds])
+            row["dev_vs_alone"] = paper_table.mean_sd([1 - scores[s]["dev_wer"] / alone[s]["dev_wer"] for s in seeds])
             row["better_than_alone_on_test"] = sum(scores[s]["test_wer"] < alone[s]["test_wer"] for s in seeds)
         rows.append(row)
     cost = {

@@ -61,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "offline_teacher", __doc__, argv, REQUIRED + SYSTEMS
     )
     settings = paper_table.Settings(**summary["settings"])
-    dev_manifest = paper_table._corpus_dir(work, settings) / "dev_manifest.json"
+    dev_manifest = paper_table.benchmark_corpus_dir(work, settings) / "dev_manifest.json"
 
     rows: List[Dict[str, Any]] = []
     for name in ["student_only", "teacher_only", *SYSTEMS]:

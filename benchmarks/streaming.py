@@ -60,7 +60,7 @@ def collect(summary: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "test_wer": row["test_wer"],
                 "test_cer": row["test_cer"],
                 "dev_wer": {s: d[-1]["student"] for s, d in row["dev_wer"].items() if d},
-                "rel_reduction": paper_table._mean_sd([row["rel_reduction"][s] for s in row["test_wer"]]),
+                "rel_reduction": paper_table.mean_sd([row["rel_reduction"][s] for s in row["test_wer"]]),
                 # "every seed below every baseline seed", the test of a separated gain
                 "below_every_baseline_seed": max(row["test_wer"].values()) < min(base.values()),
                 "params": row["params"],
@@ -91,7 +91,7 @@ def write_report(out: Dict[str, Any], path) -> None:
     for r in out["rows"]:
         wers = list(r["test_wer"].values())
         cers = [c for c in r["test_cer"].values() if c is not None]
-        mean, sd = paper_table._mean_sd(wers)
+        mean, sd = paper_table.mean_sd(wers)
         sd_text = f" +- {sd:.3f}" if len(wers) > 1 else ""
         dev = " / ".join(f"{w:.3f}" for w in r["dev_wer"].values()) or "-"
         baseline = r["system"] == "student_only"

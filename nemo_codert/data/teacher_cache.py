@@ -266,14 +266,15 @@ class TeacherCache:
         values = torch.zeros(len(cuts), width, self.k)
         indices = torch.zeros(len(cuts), width, self.k, dtype=torch.long)
         for b, (cut, n) in enumerate(zip(cuts, frames_list)):
-            v = torch.from_numpy(self._load(cut, _VALUES))
-            if v.shape[0] != n:
+            # Checked from the manifest before loading: a frame-rate mismatch fails before any array is read.
+            cached = self.frames(cut)
+            if cached != n:
                 raise TeacherCacheError(
-                    f"model.codert.teacher_cache: {cut.custom['audio_key'].rsplit('@', 1)[0]} has {v.shape[0]} "
+                    f"model.codert.teacher_cache: {cut.custom['audio_key'].rsplit('@', 1)[0]} has {cached} "
                     f"cached teacher frames but the student emits {n}: teacher and student must share one frame rate "
                     f"(the cache's frame shift is {self.meta['frame_shift']} s)"
                 )
-            values[b, :n] = v.float()
+            values[b, :n] = torch.from_numpy(self._load(cut, _VALUES)).float()
             if _INDICES in cut.custom:
                 indices[b, :n] = torch.from_numpy(self._load(cut, _INDICES)).long()
             else:
