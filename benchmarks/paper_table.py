@@ -97,8 +97,8 @@ SYSTEMS: Sequence[System] = (
         curve=True,
         in_full_table=False,
     ),
-    # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), a
-    # wider encoder often wants a smaller step than a narrow one.
+    # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
+    # a wider encoder often wants a smaller step, it trails too (benchmarks/results/teacher_lr_screen/).
     *(
         System(
             f"codert_teacher_lr{tag}",
@@ -110,8 +110,8 @@ SYSTEMS: Sequence[System] = (
         )
         for tag, scale in (("1", 1.0), ("035", 0.35), ("025", 0.25))
     ),
-    # 4 with lambda ramped up from 0 over the first 300 steps (benchmarks/results/kd_schedule_screen/): KD starts
-    # once the teacher has begun to lead, not while both encoders are still guessing.
+    # 4 with lambda ramped up from 0 over the first 300 steps, KD held back while both encoders still guess: a dev
+    # lead in one seed (benchmarks/results/kd_schedule_screen/) that three seeds did not keep (kd_warmup_3seeds/).
     System(
         "codert_warmup300",
         "4w CoDERT, lambda warm-up 300 steps",
@@ -121,8 +121,8 @@ SYSTEMS: Sequence[System] = (
         in_full_table=False,
     ),
     # A teacher with more capacity, the lever for a larger lead (the 3-layer teacher leads the student alone by only
-    # 0.94 x at 3000 steps): one more Conformer layer, alone (2d) and in tandem (4d). A 4-layer teacher learned far
-    # slower once, before the aux CTC heads and the half-rate teacher encoder (commit 5172ede).
+    # 0.94 x at 3000 steps): one more Conformer layer, alone (2d) and in tandem (4d). It learns slower within the
+    # CPU budget, as before the aux CTC heads (commit 5172ede): benchmarks/results/deeper_teacher_screen/.
     System(
         "teacher_only_4l",
         "2d teacher alone, 4 layers",
