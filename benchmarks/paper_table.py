@@ -144,6 +144,18 @@ SYSTEMS: Sequence[System] = (
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
     System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
     System("static_teacher_lattice", "8 static teacher (2) + lattice KD", "static_teacher", kd_target="joint_lattice"),
+    # 8 in the shipped static recipe (conf/codert_small_static.yaml: the student's own decoder and joint, lambda 0.3),
+    # against 5d at that lambda (static_teacher_own_decoder_l03): the KD target compared where the static mode is best.
+    System(
+        "static_teacher_lattice_own_decoder",
+        "8d static teacher (2) + lattice KD, own decoder and joint, lambda=0.3",
+        "static_teacher",
+        kd_weight=0.3,
+        share_decoder=False,
+        kd_target="joint_lattice",
+        curve=True,
+        in_full_table=False,
+    ),
     # 5 without the teacher in training: its encoder logits cached once per training utterance (top-k, float16).
     System("offline_teacher", "9 offline teacher (2), cached top-8 logits", "offline_teacher", cache_k=8),
     System("offline_teacher_k4", "9b offline teacher (2), top-4", "offline_teacher", cache_k=4, in_full_table=False),
