@@ -79,6 +79,18 @@ MEDIUM_STUDENT = {"d_model": 104, "subsampling_conv_channels": 104}
 #: The deeper teacher of systems 2d and 4d: one change, shared, so that the pair stays one teacher.
 FOUR_LAYER_TEACHER = ("model.encoder.n_layers=4",)
 
+#: Every dropout of the student's transducer off (encoder, prediction network, joint).
+NO_DROPOUT = tuple(
+    f"model.{key}=0.0"
+    for key in (
+        "student_encoder.dropout",
+        "student_encoder.dropout_pre_encoder",
+        "student_encoder.dropout_att",
+        "decoder.prednet.dropout",
+        "joint.jointnet.dropout",
+    )
+)
+
 SYSTEMS: Sequence[System] = (
     System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
     System("teacher_only", "2 teacher alone", "student_only", kd_weight=0.0, teacher_sized=True),
@@ -241,6 +253,24 @@ SYSTEMS: Sequence[System] = (
         curve=True,
         kd_teacher_input="clean",
         in_full_table=False,
+    ),
+    # A screen of the recipe's learning speed (issue 10.4): the student alone with one training setting changed.
+    *(
+        System(
+            f"student_only_{tag}",
+            f"1r student alone, {what}",
+            "student_only",
+            kd_weight=0.0,
+            curve=True,
+            overrides=changes,
+            in_full_table=False,
+        )
+        for tag, what, changes in (
+            ("lr2e3", "lr 2e-3", ("model.optim.lr=2e-3",)),
+            ("lr5e3", "lr 5e-3", ("model.optim.lr=5e-3",)),
+            ("nospecaug", "no spec-augment", ("model.spec_augment=null",)),
+            ("nodropout", "no dropout", NO_DROPOUT),
+        )
     ),
 )
 #: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
