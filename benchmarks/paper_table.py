@@ -174,15 +174,20 @@ SYSTEMS: Sequence[System] = (
     System("static_teacher_lattice", "8 static teacher (2) + lattice KD", "static_teacher", kd_target="joint_lattice"),
     # 8 in the shipped static recipe (conf/codert_small_static.yaml: the student's own decoder and joint, lambda 0.3),
     # against 5d at that lambda (static_teacher_own_decoder_l03): the KD target compared where the static mode is best.
-    System(
-        "static_teacher_lattice_own_decoder",
-        "8d static teacher (2) + lattice KD, own decoder and joint, lambda=0.3",
-        "static_teacher",
-        kd_weight=0.3,
-        share_decoder=False,
-        kd_target="joint_lattice",
-        curve=True,
-        in_full_table=False,
+    # 8d's lambda from a dev sweep: the lattice KL sums over ~U+1 times as many nodes as the encoder-logit KL has
+    # frames, so 5d's lambda is a far stronger term there.
+    *(
+        System(
+            f"static_teacher_lattice_own_decoder{tag}",
+            f"8d static teacher (2) + lattice KD, own decoder and joint, lambda={lam:g}",
+            "static_teacher",
+            kd_weight=lam,
+            share_decoder=False,
+            kd_target="joint_lattice",
+            curve=True,
+            in_full_table=False,
+        )
+        for tag, lam in (("", 0.3), ("_l01", 0.1), ("_l003", 0.03), ("_l001", 0.01))
     ),
     # 5 without the teacher in training: its encoder logits cached once per training utterance (top-k, float16).
     System("offline_teacher", "9 offline teacher (2), cached top-8 logits", "offline_teacher", cache_k=8),
