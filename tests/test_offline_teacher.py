@@ -177,6 +177,13 @@ def test_a_cache_that_does_not_match_the_training_data_is_a_clear_error(
     with pytest.raises(TeacherCacheError, match="another vocabulary"):
         CodertRNNTBPEModel(cfg=other_vocab)
 
+    # Speed perturbation resamples each utterance: its frames would no longer be the cached ones.
+    resampled = tiny_config(corpus, **{"codert.mode": "offline_teacher", "codert.teacher_cache": str(train_cache)})
+    with open_dict(resampled):
+        resampled.train_ds.augmentor = {"speed": {"prob": 1.0, "sr": 16000, "resample_type": "fft"}}
+    with pytest.raises(ValueError, match="model.train_ds.augmentor: speed changes an utterance's length"):
+        CodertRNNTBPEModel(cfg=resampled)
+
     cache = TeacherCache(train_cache)
     entry = manifest_lines(corpus.train_manifest)[0]
     audio = entry["audio_filepath"]

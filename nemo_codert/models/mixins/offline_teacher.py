@@ -12,6 +12,9 @@ from nemo_codert.data.teacher_cache import TeacherCache, utterance_key
 
 __all__ = ["OfflineTeacherMixin"]
 
+# NeMo's perturbations (``model.train_ds.augmentor`` keys) that change an utterance's duration.
+_RETIMING_AUGMENTATIONS = {"speed", "time_stretch"}
+
 
 class OfflineTeacherMixin:
     """Finds each training utterance in the teacher cache before training, and serves a batch's cached logits.
@@ -33,6 +36,15 @@ class OfflineTeacherMixin:
         if self.codert.mode != "offline_teacher" or getattr(self, "_train_dl", None) is None:
             return
         source = (train_data_config or {}).get("manifest_filepath")
+        retimed = sorted(set((train_data_config or {}).get("augmentor") or {}) & _RETIMING_AUGMENTATIONS)
+        if retimed:
+            # The cache holds one logit row per frame of the audio as it is on disk; a resampled or stretched
+            # utterance has other frames, so every batch would fail (or, at equal counts, pair the wrong frames).
+            raise ValueError(
+                f"model.train_ds.augmentor: {', '.join(retimed)} changes an utterance's length, so its frames no "
+                "longer match the teacher cache's, made once from the audio as it is on disk (mode "
+                "'offline_teacher'); drop it"
+            )
         dataset = self._train_dl.dataset
         collection = getattr(getattr(dataset, "manifest_processor", None), "collection", None)
         if collection is None or not hasattr(dataset, "return_sample_id"):
