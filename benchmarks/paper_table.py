@@ -104,6 +104,13 @@ NO_DROPOUT = tuple(
     )
 )
 
+#: No regularisation at all: spec-augment and every dropout of both encoders, prediction network and joint off.
+NO_REGULARISATION = (
+    "model.spec_augment=null",
+    *NO_DROPOUT,
+    *(f"model.encoder.{key}=0.0" for key in ("dropout", "dropout_pre_encoder", "dropout_att")),
+)
+
 SYSTEMS: Sequence[System] = (
     System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
     System("teacher_only", "2 teacher alone", "student_only", kd_weight=0.0, teacher_sized=True),
@@ -289,6 +296,33 @@ SYSTEMS: Sequence[System] = (
             ("nospecaug", "no spec-augment", ("model.spec_augment=null",)),
             ("nodropout", "no dropout", NO_DROPOUT),
         )
+    ),
+    # The screen's two winners together, on every side (spec-augment off, every dropout off): 1, 2 and 4 again.
+    System(
+        "student_only_noreg",
+        "1n student alone, no spec-augment or dropout",
+        "student_only",
+        kd_weight=0.0,
+        curve=True,
+        overrides=NO_REGULARISATION,
+        in_full_table=False,
+    ),
+    System(
+        "teacher_only_noreg",
+        "2n teacher alone, no spec-augment or dropout",
+        "student_only",
+        kd_weight=0.0,
+        teacher_sized=True,
+        overrides=NO_REGULARISATION,
+        in_full_table=False,
+    ),
+    System(
+        "codert_noreg",
+        "4n CoDERT, no spec-augment or dropout",
+        "tandem",
+        curve=True,
+        overrides=NO_REGULARISATION,
+        in_full_table=False,
     ),
     # Speed perturbation of the training audio (NeMo's own `speed` augmentor, drawn afresh for every utterance of
     # every epoch): resampling by 0.9-1.1 shifts pitch and formants, more voices from the same speakers. Only the
