@@ -345,6 +345,19 @@ SYSTEMS: Sequence[System] = (
         overrides=STUDENT_UNREGULARISED,
         in_full_table=False,
     ),
+    # 4n's lambda, screened on dev (its tandem teacher led by nothing: a weaker or stronger pull).
+    *(
+        System(
+            f"codert_noreg_l{tag}",
+            f"4n CoDERT, no spec-augment or dropout, lambda={lam:g}",
+            "tandem",
+            kd_weight=lam,
+            curve=True,
+            overrides=NO_REGULARISATION,
+            in_full_table=False,
+        )
+        for tag, lam in (("003", 0.03), ("03", 0.3))
+    ),
     # Speed perturbation of the training audio (NeMo's own `speed` augmentor, drawn afresh for every utterance of
     # every epoch): resampling by 0.9-1.1 shifts pitch and formants, more voices from the same speakers. Only the
     # test split holds unseen voices (eSpeak variants), and there the students lost most to the teacher (issue 10).
