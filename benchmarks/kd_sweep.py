@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
-from paper_table import BY_NAME, Job, Settings, _run_jobs
+from paper_table import BY_NAME, Job, Settings, _run_jobs, config_digest, system_config
 
 
 def _point_name(lam: Optional[float], tau: Optional[float], system: str) -> str:
@@ -63,6 +63,8 @@ def plan(args, settings: Settings, corpus_dir: Path, work: Path) -> List[Dict[st
                 "result": str(work / "train" / f"{name}-seed{seed}.json"),
                 "teacher_nemo": None if system == "student_only" else args.teacher_nemo,
                 "overrides": overrides,
+                # as paper_table's runs: a new default in the base config retrains the point
+                "config_digest": config_digest(system_config(settings, BY_NAME[system], seed, corpus_dir, None)),
             }
             if not BY_NAME[system].curve:
                 spec["curve"] = True  # every point needs its dev WER; systems that already validate keep their spec

@@ -481,6 +481,13 @@ def system_config(
 TABLE_FIELDS = ("seeds", "single_seed", "systems")
 
 
+def config_digest(cfg) -> str:
+    """A short hash of a resolved training config: equal digests, equal training inputs."""
+    from omegaconf import OmegaConf
+
+    return hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:16]
+
+
 def _spec_key(spec: Dict[str, Any]) -> str:
     """The reuse key of a run: everything its spec says it depends on."""
     settings = {k: v for k, v in spec.get("settings", {}).items() if k not in TABLE_FIELDS}
@@ -766,10 +773,9 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 # trained to its own budget (static_teacher_steps).
                 "teacher_nemo": None,
             }
-            if system.kd_weight is None:
-                # The config's lambda is a training input the rest of the spec does not name: a new default must
-                # retrain these systems, not reuse their runs.
-                spec["kd_weight"] = float(system_config(s, system, seed, corpus_dir, None).model.codert.kd_weight)
+            # The composed config is a training input the rest of the spec does not spell out (the base config's
+            # lambda, regularisation, ...): a new default must retrain the systems it changes, not reuse their runs.
+            spec["config_digest"] = config_digest(system_config(s, system, seed, corpus_dir, None))
             needs = None
             if static:
                 teacher = Path(source.spec["run_dir"]) if source else teacher_run

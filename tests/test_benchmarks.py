@@ -273,10 +273,10 @@ def test_entropy_script_on_a_real_codert_model(paper_table, tmp_path):
     assert "| teacher |" in (out / "entropy.md").read_text()
 
 
-def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_them(tmp_path):
+def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains_them(tmp_path, monkeypatch):
     """The table measures the recipe users get: the KD systems take lambda from the config (a fixed lambda of the
-    table's own once made it measure lambda=1 while the shipped default was 0.1), and a run's spec records it, so a
-    new default cannot reuse runs trained with the old one."""
+    table's own once made it measure lambda=1 while the shipped default was 0.1), and a run's spec records a digest
+    of its whole config, so a new default (lambda, regularisation, ...) cannot reuse runs trained with the old one."""
     from omegaconf import OmegaConf
 
     pt = benchmark_module("paper_table")
@@ -289,13 +289,25 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_lambda_retrains_
     for name in ("tandem_implicit", "static_teacher_kd0"):
         assert pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None).model.codert.kd_weight == 0.0
 
-    def codert_key(s):
-        job = next(j for j in pt.plan_jobs(s, tmp_path, tmp_path, "train") if j.spec["system"] == "codert")
-        return job.spec["kd_weight"], pt._spec_key(job.spec)
+    def key(system):
+        job = next(j for j in pt.plan_jobs(settings, tmp_path, tmp_path, "train") if j.spec["system"] == system)
+        return pt._spec_key(job.spec)
 
-    base = codert_key(settings)
-    other = codert_key(pt.replace(settings, overrides=["model.codert.kd_weight=0.7"]))
-    assert base[0] == shipped and other[0] == 0.7 and base[1] != other[1]
+    before = {system: key(system) for system in ("codert", "student_only")}
+    assert {system: key(system) for system in before} == before  # stable: an unchanged run is reused
+    stock_compose = pt.compose
+    for field, value in (("codert.kd_weight", 0.7), ("student_encoder.dropout", 0.2)):
+        # A new default in conf/codert_small.yaml, the table's own settings unchanged.
+        def new_default(config, overrides=(), field=field, value=value):
+            cfg = stock_compose(config, overrides)
+            OmegaConf.update(cfg, f"model.{field}", value)
+            return cfg
+
+        monkeypatch.setattr(pt, "compose", new_default)
+        for system in before:
+            # lambda is no input of the student alone; the student's dropout is one of both
+            retrains = not (system == "student_only" and field == "codert.kd_weight")
+            assert (key(system) != before[system]) == retrains, (system, field)
 
 
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):

@@ -18,9 +18,16 @@ def test_the_static_config_is_codert_small_with_a_frozen_teacher_and_its_own_lam
     assert static.model.codert.mode == "static_teacher" and static.model.codert.kd_weight == 0.3
     assert static.model.codert.share_decoder is False and small.model.codert.share_decoder is True
     assert small.model.codert.kd_weight == 0.1
-    # Everything else is codert_small's: the same student, data, optimiser and budget.
-    for key in ("model.student_encoder", "data", "model.optim", "trainer", "model.codert.ctc_weight"):
+    # Everything else is codert_small's: the same student, data, optimiser and budget ...
+    for key in ("data", "model.optim", "trainer", "model.codert.ctc_weight"):
         assert OmegaConf.select(static, key) == OmegaConf.select(small, key), key
+    # ... but the regularisation its lambda was chosen with (codert_small dropped spec-augment and dropout later).
+    dropouts = ("dropout", "dropout_pre_encoder", "dropout_att")
+    unregularised = {k: v for k, v in small.model.student_encoder.items() if k not in dropouts}
+    assert {k: v for k, v in static.model.student_encoder.items() if k not in dropouts} == unregularised
+    assert [static.model.student_encoder[k] for k in dropouts] == [0.1] * 3
+    assert (static.model.spec_augment.freq_masks, static.model.spec_augment.time_masks) == (2, 2)
+    assert small.model.student_encoder.dropout == 0.0 and small.model.spec_augment.freq_masks == 0
     assert parse_codert_config(static.model).teacher_nemo == "/t.nemo"
 
 
