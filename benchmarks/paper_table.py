@@ -282,6 +282,9 @@ SYSTEMS: Sequence[System] = (
         in_full_table=False,
     ),
     # A screen of the recipe's learning speed (issue 10.4): the student alone with one training setting changed.
+    # These and the systems below change codert_small as it was before ccf2596 (spec-augment, dropout 0.1); since
+    # then it ships 1n/2n/4n's recipe, so on later commits NO_REGULARISATION changes nothing and the screens are
+    # reproduced from the commits their READMEs name.
     *(
         System(
             f"student_only_{tag}",
