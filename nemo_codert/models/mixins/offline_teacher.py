@@ -19,8 +19,8 @@ _RETIMING_AUGMENTATIONS = {"speed", "time_stretch"}
 class OfflineTeacherMixin:
     """Finds each training utterance in the teacher cache before training, and serves a batch's cached logits.
 
-    ``setup_training_data``: NeMo's, then (offline_teacher only) the cache is opened and checked against the
-    model's vocabulary and every utterance of the training set (one clear error before the first step, never a
+    ``setup_training_data`` (offline_teacher only): a speed/time-stretch augmentor is rejected before NeMo's loader
+    is built; after NeMo's, the cache is opened and checked against the model's vocabulary and every utterance of the training set (one clear error before the first step, never a
     misaligned target later), and NeMo's dataset is asked for each item's index (``return_sample_id``, NeMo's own
     option, set on the dataset rather than in ``train_ds`` so that the exported student's config stays stock).
     ``offline_teacher_logits(sample_ids, frames, width)``: the batch's cached top-k logits and classes, on the model's
@@ -32,19 +32,20 @@ class OfflineTeacherMixin:
     _teacher_cache_rows: Optional[list] = None
 
     def setup_training_data(self, train_data_config: Optional[Dict[str, Any]]) -> None:
+        if self.codert.mode == "offline_teacher":
+            retimed = sorted(set((train_data_config or {}).get("augmentor") or {}) & _RETIMING_AUGMENTATIONS)
+            if retimed:
+                # The cache holds one logit row per frame of the audio as it is on disk; a resampled or stretched
+                # utterance has other frames, so every batch would fail (or, at equal counts, pair the wrong frames).
+                raise ValueError(
+                    f"model.train_ds.augmentor: {', '.join(retimed)} changes an utterance's length, so its frames no "
+                    "longer match the teacher cache's, made once from the audio as it is on disk (mode "
+                    "'offline_teacher'); drop it"
+                )
         super().setup_training_data(train_data_config)
         if self.codert.mode != "offline_teacher" or getattr(self, "_train_dl", None) is None:
             return
         source = (train_data_config or {}).get("manifest_filepath")
-        retimed = sorted(set((train_data_config or {}).get("augmentor") or {}) & _RETIMING_AUGMENTATIONS)
-        if retimed:
-            # The cache holds one logit row per frame of the audio as it is on disk; a resampled or stretched
-            # utterance has other frames, so every batch would fail (or, at equal counts, pair the wrong frames).
-            raise ValueError(
-                f"model.train_ds.augmentor: {', '.join(retimed)} changes an utterance's length, so its frames no "
-                "longer match the teacher cache's, made once from the audio as it is on disk (mode "
-                "'offline_teacher'); drop it"
-            )
         dataset = self._train_dl.dataset
         collection = getattr(getattr(dataset, "manifest_processor", None), "collection", None)
         if collection is None or not hasattr(dataset, "return_sample_id"):
