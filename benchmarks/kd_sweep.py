@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
-from paper_table import BY_NAME, Job, Settings, _run_jobs, config_digest, system_config
+from paper_table import BY_NAME, Job, Settings, _run_jobs, run_spec
 
 
 def _point_name(lam: Optional[float], tau: Optional[float], system: str) -> str:
@@ -52,20 +52,18 @@ def plan(args, settings: Settings, corpus_dir: Path, work: Path) -> List[Dict[st
         name = _point_name(lam, tau, system)
         overrides = [] if lam is None else [f"model.codert.kd_weight={lam}", f"model.codert.kd_temperature={tau}"]
         for seed in settings.seeds:
-            spec = {
-                "kind": "train",
-                "system": system,
-                "seed": seed,
-                "settings": asdict(settings),
-                "corpus_dir": str(corpus_dir),
-                "threads": threads,
-                "run_dir": str(work / "runs" / f"{name}-seed{seed}"),
-                "result": str(work / "train" / f"{name}-seed{seed}.json"),
-                "teacher_nemo": None if system == "student_only" else args.teacher_nemo,
-                "overrides": overrides,
-                # as paper_table's runs: a new default in the base config retrains the point
-                "config_digest": config_digest(system_config(settings, BY_NAME[system], seed, corpus_dir, None)),
-            }
+            spec = run_spec(
+                settings,
+                BY_NAME[system],
+                seed,
+                corpus_dir,
+                work,
+                kind="train",
+                threads=threads,
+                stem=f"{name}-seed{seed}",
+                teacher_nemo=None if system == "student_only" else args.teacher_nemo,
+            )
+            spec["overrides"] = overrides
             if not BY_NAME[system].curve:
                 spec["curve"] = True  # every point needs its dev WER; systems that already validate keep their spec
             out.append({"name": name, "lam": lam, "tau": tau, "seed": seed, "job": Job(spec)})

@@ -736,6 +736,39 @@ def build_benchmark_corpus(work: Path, s: Settings):
     )
 
 
+def run_spec(
+    s: Settings,
+    system: System,
+    seed: int,
+    corpus_dir: Path,
+    work: Path,
+    *,
+    kind: str,
+    threads: int,
+    stem: Optional[str] = None,
+    teacher_nemo: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The spec of one run (its reuse key, ``_spec_key``): every table and sweep builds its runs here.
+
+    ``stem`` names the run's directory and result file (``SYSTEM-seedN`` unless a sweep names its points).
+    """
+    stem = stem or f"{system.name}-seed{seed}"
+    return {
+        "kind": kind,
+        "system": system.name,
+        "seed": seed,
+        "settings": asdict(s),
+        "corpus_dir": str(corpus_dir),
+        "threads": threads,
+        "run_dir": str(work / "runs" / stem),
+        "result": str(work / kind / f"{stem}.json"),
+        "teacher_nemo": teacher_nemo,
+        # The composed config is a training input the rest of the spec does not spell out (the base config's
+        # lambda, regularisation, ...): a new default must retrain the runs it changes, not reuse them.
+        "config_digest": config_digest(system_config(s, system, seed, corpus_dir, None)),
+    }
+
+
 def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]:
     cores = os.cpu_count() or 1
     threads = max(1, cores // s.jobs) if kind == "train" else cores
@@ -744,17 +777,16 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     if kind == "train" and s.static_teacher_steps and any(x.mode in _TEACHER_FILE_MODES for x in s.chosen_systems()):
         name = f"teacher_source-steps{s.static_teacher_steps}"
         source = Job(
-            {
-                "kind": kind,
-                "system": "teacher_only",
-                "seed": s.seeds[0],
-                "settings": asdict(replace(s, steps=s.static_teacher_steps)),
-                "corpus_dir": str(corpus_dir),
-                "threads": threads,
-                "run_dir": str(work / "runs" / name),
-                "result": str(work / kind / f"{name}.json"),
-                "teacher_nemo": None,
-            }
+            run_spec(
+                replace(s, steps=s.static_teacher_steps),
+                BY_NAME["teacher_only"],
+                s.seeds[0],
+                corpus_dir,
+                work,
+                kind=kind,
+                threads=threads,
+                stem=name,
+            )
         )
         jobs.append(source)
     for seed in s.seeds if kind == "train" else s.seeds[:1]:
@@ -762,25 +794,11 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
         for system in s.chosen_systems():
             if seed not in s.seeds_of(system.name):
                 continue
-            static = system.mode in _TEACHER_FILE_MODES
-            spec = {
-                "kind": kind,
-                "system": system.name,
-                "seed": seed,
-                "settings": asdict(s),
-                "corpus_dir": str(corpus_dir),
-                "threads": threads,
-                "run_dir": str(work / "runs" / f"{system.name}-seed{seed}"),
-                "result": str(work / kind / f"{system.name}-seed{seed}.json"),
+            spec = run_spec(s, system, seed, corpus_dir, work, kind=kind, threads=threads)
+            needs = None
+            if system.mode in _TEACHER_FILE_MODES:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
                 # trained to its own budget (static_teacher_steps).
-                "teacher_nemo": None,
-            }
-            # The composed config is a training input the rest of the spec does not spell out (the base config's
-            # lambda, regularisation, ...): a new default must retrain the systems it changes, not reuse their runs.
-            spec["config_digest"] = config_digest(system_config(s, system, seed, corpus_dir, None))
-            needs = None
-            if static:
                 teacher = Path(source.spec["run_dir"]) if source else teacher_run
                 spec["teacher_nemo"] = str(teacher / "student.nemo")
                 needs = source.result if source else work / "train" / f"teacher_only-seed{seed}.json"

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -289,14 +290,28 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
     for name in ("tandem_implicit", "static_teacher_kd0"):
         assert pt.system_config(settings, pt.BY_NAME[name], 0, tmp_path, None).model.codert.kd_weight == 0.0
 
-    def key(system):
-        job = next(j for j in pt.plan_jobs(settings, tmp_path, tmp_path, "train") if j.spec["system"] == system)
-        return pt._spec_key(job.spec)
+    # System 5's teacher trained to its own budget is a run like the others: a new default retrains it too.
+    with_source = replace(settings, static_teacher_steps=7, systems=["student_only", "codert", "static_teacher"])
 
-    before = {system: key(system) for system in ("codert", "student_only")}
+    def key(system):
+        jobs = pt.plan_jobs(with_source, tmp_path, tmp_path, "train")
+        if system == "teacher_source":
+            return pt._spec_key(next(j for j in jobs if j.spec["run_dir"].endswith("teacher_source-steps7")).spec)
+        return pt._spec_key(next(j for j in jobs if j.spec["system"] == system).spec)
+
+    before = {system: key(system) for system in ("codert", "student_only", "teacher_source")}
     assert {system: key(system) for system in before} == before  # stable: an unchanged run is reused
     stock_compose = pt.compose
-    for field, value in (("codert.kd_weight", 0.7), ("student_encoder.dropout", 0.2)):
+    # Which runs each new default retrains: lambda CoDERT's alone, the student's dropout the student's runs (not the
+    # teacher trained alone, whose config puts the teacher encoder in the student's place), the teacher encoder's
+    # dropout every run (the digest is of the whole composed config: the student alone's carries the unused teacher
+    # section; conservative).
+    retrained_by = {
+        "codert.kd_weight": {"codert"},
+        "student_encoder.dropout": {"codert", "student_only"},
+        "encoder.dropout": {"codert", "student_only", "teacher_source"},
+    }
+    for field, value in (("codert.kd_weight", 0.7), ("student_encoder.dropout", 0.2), ("encoder.dropout", 0.3)):
         # A new default in conf/codert_small.yaml, the table's own settings unchanged.
         def new_default(config, overrides=(), field=field, value=value):
             cfg = stock_compose(config, overrides)
@@ -305,9 +320,7 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
 
         monkeypatch.setattr(pt, "compose", new_default)
         for system in before:
-            # lambda is no input of the student alone; the student's dropout is one of both
-            retrains = not (system == "student_only" and field == "codert.kd_weight")
-            assert (key(system) != before[system]) == retrains, (system, field)
+            assert (key(system) != before[system]) == (system in retrained_by[field]), (system, field)
 
 
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
