@@ -715,24 +715,33 @@ def _run_jobs(jobs: List[Job], parallel: int, log_dir: Path) -> None:
             print(f"  finished {job.result.stem} in {time.time() - began:.0f} s", flush=True)
 
 
+def _corpus_config(s: Settings):
+    """The ``data`` section the table's corpus follows: the base config's, with the table's ``--set`` overrides."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(compose(s.config).data, OmegaConf.from_dotlist(s.overrides).get("data", {}))
+
+
 def benchmark_corpus_dir(work: Path, s: Settings) -> Path:
-    return work / f"corpus-{s.hours}h-r{s.reverb_prob}-n{s.noise_prob}"
+    derived = int(_corpus_config(s).get("derived_voices", 0))
+    return work / (f"corpus-{s.hours}h-r{s.reverb_prob}-n{s.noise_prob}" + (f"-v{derived}" if derived else ""))
 
 
 def build_benchmark_corpus(work: Path, s: Settings):
     from nemo_codert.data.augment import Augmentation
     from nemo_codert.data.synth import build_corpus
 
-    base = compose(s.config)
+    data = _corpus_config(s)
     return build_corpus(
         benchmark_corpus_dir(work, s),
         hours=s.hours,
         dev_hours=s.dev_hours,
         test_hours=s.test_hours,
         seed=0,  # the data are fixed; the seeds vary the models
-        vocab_size=int(base.data.vocab_size),
+        vocab_size=int(data.vocab_size),
         num_workers=os.cpu_count() or 1,
         augment=Augmentation(reverb_prob=s.reverb_prob, noise_prob=s.noise_prob),
+        derived_voices=int(data.get("derived_voices", 0)),
     )
 
 

@@ -29,6 +29,7 @@ _EXCLUDED_VARIANTS = {"whisper", "whisperf", "croak", "Demonic", "UniRobot", "an
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 _engine: Optional[ctypes.CDLL] = None
+_engine_root: Optional[str] = None  # the data directory's parent the engine was initialised with
 _chunks: List[np.ndarray] = []
 
 
@@ -39,17 +40,21 @@ def _collect(wav, num_samples, events):
     return 0
 
 
-def _espeak() -> ctypes.CDLL:
-    """This process's engine, initialised once."""
-    global _engine
-    if _engine is None:
-        import espeakng_loader
+def _espeak(data_root: Optional[str] = None) -> ctypes.CDLL:
+    """This process's engine, reading its data from ``data_root``/espeak-ng-data (the wheel's by default);
+    initialised once, and again only when another data directory is asked for."""
+    global _engine, _engine_root
+    import espeakng_loader
 
+    root = data_root or str(Path(espeakng_loader.get_data_path()).parent)
+    if _engine is not None and _engine_root != root:
+        _engine.espeak_Terminate()
+        _engine = None
+    if _engine is None:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(data_parent), 0)
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, ctypes.c_char_p(root.encode()), 0)
         if rate != _ESPEAK_RATE:
-            raise RuntimeError(f"eSpeak NG failed to initialise from {data_parent.decode()} (returned {rate})")
+            raise RuntimeError(f"eSpeak NG failed to initialise from {root} (returned {rate})")
         lib.espeak_SetSynthCallback(_collect)
         lib.espeak_Synth.argtypes = [
             ctypes.c_char_p,
@@ -61,15 +66,16 @@ def _espeak() -> ctypes.CDLL:
             ctypes.c_void_p,
             ctypes.c_void_p,
         ]
-        _engine = lib
+        _engine, _engine_root = lib, root
     return _engine
 
 
-def synthesize(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """16 kHz float32 speech of ``text`` in ``voice`` (e.g. ``en-us+f3``) at ``rate`` words/min and ``pitch``."""
+def synthesize(text: str, voice: str, rate: int, pitch: int, data_root: Optional[str] = None) -> np.ndarray:
+    """16 kHz float32 speech of ``text`` in ``voice`` (e.g. ``en-us+f3``) at ``rate`` words/min and ``pitch``;
+    ``data_root`` is the parent of an eSpeak data directory with more voices (``nemo_codert.data.voices``)."""
     from scipy.signal import resample_poly
 
-    lib = _espeak()
+    lib = _espeak(data_root)
     if lib.espeak_SetVoiceByName(voice.encode()) != 0:
         raise ValueError(f"eSpeak NG has no voice {voice!r}")
     lib.espeak_SetParameter(_ESPEAK_RATE_PARAMETER, int(rate), 0)

@@ -31,13 +31,14 @@ class RenderJob:
     pitch: int  # eSpeak's 0-100
     degrade: Optional[Dict] = None  # Augmentation.draw(): rt60, snr_db, noise
     noise_seed: int = 0
+    espeak_root: Optional[str] = None  # an eSpeak data overlay with derived voices (nemo_codert.data.voices)
 
 
 def render(job: RenderJob) -> Tuple[str, float]:
     """Synthesise, degrade and write ``job``; returns (path, duration in seconds)."""
     import soundfile as sf
 
-    audio = synthesize(job.text, job.voice, job.rate, job.pitch)
+    audio = synthesize(job.text, job.voice, job.rate, job.pitch, job.espeak_root)
     if job.degrade:
         noise_rng = np.random.default_rng(job.noise_seed)
         if job.degrade["rt60"] is not None:

@@ -12,6 +12,9 @@ the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
 reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift.
+``derived_voices`` (``--derived-voices K``) adds K new speakers per training variant to train and dev, each a
+training variant with its vocal tract and pitch warped (``nemo_codert.data.voices``); test keeps eSpeak's held-out
+variants.
 
     python -m nemo_codert.data.synth --hours 5 --out DIR
     python -m nemo_codert.data.synth --hours 3 --out DIR --reverb-prob 0.5 --noise-prob 0.8   # a harder corpus
@@ -40,6 +43,7 @@ from nemo_codert.data.cuts import write_cuts
 from nemo_codert.data.espeak import SAMPLE_RATE, voice_variants
 from nemo_codert.data.render import RenderJob, render
 from nemo_codert.data.tokenizer import train_tokenizer
+from nemo_codert.data.voices import derive_voices, write_overlay
 
 __all__ = ["Corpus", "build_corpus", "build_corpus_from_config", "voice_variants"]
 
@@ -96,8 +100,10 @@ def build_corpus(
     vocab_size: int = 128,
     num_workers: int = 2,
     augment: Optional[Augmentation] = None,
+    derived_voices: int = 0,
 ) -> Corpus:
-    """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length; ``augment`` degrades audio."""
+    """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length; ``augment`` degrades audio;
+    ``derived_voices`` new speakers per training voice variant join train and dev (``nemo_codert.data.voices``)."""
     out = Path(out_dir).resolve()
     params = {
         "format": _FORMAT_VERSION,
@@ -108,6 +114,7 @@ def build_corpus(
         "vocab_size": int(vocab_size),
         # JSON's view of the dataclass (lists, not tuples), so it compares equal to what corpus.json holds.
         "augment": json.loads(json.dumps(asdict(augment))) if augment is not None else None,
+        "derived_voices": int(derived_voices),
     }
     existing = _existing_params(out)
     if existing is not None:
@@ -143,7 +150,8 @@ def build_corpus_from_config(
     data: Any, out_dir: str | Path | None = None, num_workers: Optional[int] = None
 ) -> Corpus:
     """``build_corpus`` from a config's ``data`` section (``dir, hours, dev_hours, test_hours, seed, vocab_size,
-    num_workers``): the one place that spells the section out. ``out_dir``/``num_workers`` override it."""
+    num_workers, derived_voices``): the one place that spells the section out. ``out_dir``/``num_workers`` override
+    it."""
     return build_corpus(
         out_dir if out_dir is not None else data.dir,
         hours=data.hours,
@@ -152,6 +160,7 @@ def build_corpus_from_config(
         seed=data.seed,
         vocab_size=data.vocab_size,
         num_workers=num_workers if num_workers is not None else data.get("num_workers", 2),
+        derived_voices=data.get("derived_voices", 0),
     )
 
 
@@ -160,7 +169,9 @@ def _existing_params(out: Path) -> Optional[Dict]:
     if not meta.is_file():
         return None
     data = json.loads(meta.read_text())
-    return {k: data.get(k) for k in ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size", "augment")}
+    keys = ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size", "augment")
+    # A corpus built before derived voices existed has none: it stays reusable as what it is.
+    return {**{k: data.get(k) for k in keys}, "derived_voices": data.get("derived_voices", 0)}
 
 
 def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
@@ -172,6 +183,16 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     rng.shuffle(variants)
     n_test_voices = max(1, round(_TEST_VOICE_FRACTION * len(variants)))
     voices = {"test": variants[:n_test_voices], "train": variants[n_test_voices:]}
+    espeak_root = None
+    if params["derived_voices"]:
+        # New speakers from the training variants only: the test split's voices stay unseen. Their variant files
+        # are kept with the corpus (voices/) as a record; the eSpeak overlay that renders them is removed after.
+        derived = derive_voices(voices["train"], params["derived_voices"], params["seed"])
+        (tmp / "voices").mkdir(parents=True)
+        for name, text in derived.items():
+            (tmp / "voices" / name).write_text(text)
+        espeak_root = str(write_overlay(derived, voices["train"], tmp / ".espeak"))
+        voices["train"] = voices["train"] + sorted(derived)
     voices["dev"] = voices["train"]
 
     # Disjoint sentence pools: ~3.2 s per sentence, with a margin so no split runs dry.
@@ -193,7 +214,9 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
         for split in _SPLITS:
             plan = _SplitPlan(split, pools[split], voices[split], targets[split])
             augment_rng = random.Random(f"{params['seed']}-augment-{split}")
-            entries = _synthesize_split(plan, rng, augmentation, augment_rng, tmp, final, workers)
+            # The overlay holds train's voices only (the test voices render from eSpeak's own data directory).
+            root = espeak_root if split != "test" else None
+            entries = _synthesize_split(plan, rng, augmentation, augment_rng, tmp, final, workers, root)
             _write_split(split, entries, tmp)
             if split == "train":
                 train_texts = [e["text"] for e in entries]
@@ -203,6 +226,8 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
                 "voices": sorted({e["voice"] for e in entries}),
                 "distinct_words": len({w for e in entries for w in e["text"].split()}),
             }
+    if espeak_root:
+        shutil.rmtree(espeak_root)
     summary["build_seconds"] = round(time.time() - started, 1)
     train_tokenizer(train_texts, tmp / "tokenizer", params["vocab_size"])
     return summary
@@ -223,6 +248,7 @@ def _synthesize_split(
     tmp: Path,
     final: Path,
     workers,
+    espeak_root: Optional[str] = None,
 ) -> List[Dict]:
     """Render ``plan``'s sentences in order until it has ``plan.hours`` of audio; the manifest entries of those."""
     entries: List[Dict] = []
@@ -242,7 +268,7 @@ def _synthesize_split(
             degrade = augmentation.draw(np.random.default_rng(seed)) if augmentation else None
             if degrade:
                 meta.update(degrade)
-            jobs.append(RenderJob(str(tmp / name), text, voice, rate, pitch, degrade, noise_seed=seed + 1))
+            jobs.append(RenderJob(str(tmp / name), text, voice, rate, pitch, degrade, seed + 1, espeak_root))
             metas.append(meta)
         for meta, (_, duration) in zip(metas, workers.map(render, jobs)):
             if total >= plan.hours * 3600:
@@ -272,6 +298,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=128)
     parser.add_argument("--num-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--derived-voices", type=int, default=0, help="new speakers per training voice variant (0: eSpeak's own only)"
+    )
     degrade = parser.add_argument_group("degradation (nemo_codert.data.augment; off unless a probability is > 0)")
     degrade.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of utterances reverberated")
     degrade.add_argument("--rt60", type=float, nargs=2, default=(0.2, 0.8), metavar=("LO", "HI"), help="seconds")
@@ -283,7 +312,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         augment = Augmentation(args.reverb_prob, tuple(args.rt60), args.noise_prob, tuple(args.snr_db))
     started = time.time()
     corpus = build_corpus(
-        args.out, args.hours, args.dev_hours, args.test_hours, args.seed, args.vocab_size, args.num_workers, augment
+        args.out,
+        args.hours,
+        args.dev_hours,
+        args.test_hours,
+        args.seed,
+        args.vocab_size,
+        args.num_workers,
+        augment,
+        args.derived_voices,
     )
     meta = json.loads((corpus.root / "corpus.json").read_text())
     print(f"corpus in {corpus.root} ({time.time() - started:.1f} s)")
