@@ -888,8 +888,11 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         }
     base, teacher = rows["student_only"]["test_wer"], rows["teacher_only"]["test_wer"]
     for row in rows.values():
-        # Paired by seed: the same seed gives both systems the same data order and (student) initial weights.
-        row["rel_reduction"] = {seed: (base[seed] - w) / base[seed] for seed, w in row["test_wer"].items()}
+        # Paired by seed: the same seed gives both systems the same data order and (student) initial weights. Only
+        # the seeds the baseline has pair (a table may train it with one seed, --single-seed student_only).
+        row["rel_reduction"] = {
+            seed: (base[seed] - w) / base[seed] for seed, w in row["test_wer"].items() if seed in base
+        }
         # Share of the teacher-student gap closed, (WER_1 - WER_x) / (WER_1 - WER_2), from the seed means.
         b, t, x = (statistics.fmean(d.values()) for d in (base, teacher, row["test_wer"]))
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
@@ -969,8 +972,11 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         mean, sd = mean_sd(wers)
         cers = [c for c in row["test_cer"].values() if c is not None]
         cer = f"{statistics.fmean(cers):.3f}" if cers else "n/a"
-        rel_mean, rel_sd = mean_sd(list(row["rel_reduction"].values()))
+        paired = list(row["rel_reduction"].values())
+        rel_mean, rel_sd = mean_sd(paired)
         rel = "-" if name == "student_only" else f"{100 * rel_mean:+.1f} % +- {100 * rel_sd:.1f}"
+        if len(paired) < len(wers) and name != "student_only":
+            rel += f" ({len(paired)} seed{'s' if len(paired) > 1 else ''} paired)"
         gap = (
             "-"
             if name in ("student_only", "teacher_only") or row["gap_closed"] is None
