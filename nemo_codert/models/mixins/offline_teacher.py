@@ -10,10 +10,10 @@ from nemo.utils import logging
 
 from nemo_codert.data.teacher_cache import TeacherCache, utterance_key
 
-__all__ = ["OfflineTeacherMixin"]
+__all__ = ["OfflineTeacherMixin", "RETIMING_AUGMENTATIONS"]
 
 # NeMo's perturbations (``model.train_ds.augmentor`` keys) that change an utterance's duration.
-_RETIMING_AUGMENTATIONS = {"speed", "time_stretch"}
+RETIMING_AUGMENTATIONS = ("speed", "time_stretch")
 
 
 class OfflineTeacherMixin:
@@ -33,14 +33,14 @@ class OfflineTeacherMixin:
 
     def setup_training_data(self, train_data_config: Optional[Dict[str, Any]]) -> None:
         if self.codert.mode == "offline_teacher":
-            retimed = sorted(set((train_data_config or {}).get("augmentor") or {}) & _RETIMING_AUGMENTATIONS)
+            retimed = sorted(set((train_data_config or {}).get("augmentor") or {}) & set(RETIMING_AUGMENTATIONS))
             if retimed:
                 # The cache holds one logit row per frame of the audio as it is on disk; a resampled or stretched
                 # utterance has other frames, so every batch would fail (or, at equal counts, pair the wrong frames).
                 raise ValueError(
                     f"model.train_ds.augmentor: {', '.join(retimed)} changes an utterance's length, so its frames no "
                     "longer match the teacher cache's, made once from the audio as it is on disk (mode "
-                    "'offline_teacher'); drop it"
+                    "'offline_teacher'); drop it (model.train_ds.augmentor=null)"
                 )
         super().setup_training_data(train_data_config)
         if self.codert.mode != "offline_teacher" or getattr(self, "_train_dl", None) is None:
