@@ -751,20 +751,18 @@ def benchmark_corpus_dir(work: Path, s: Settings) -> Path:
 
 
 def build_benchmark_corpus(work: Path, s: Settings):
-    from nemo_codert.data.augment import Augmentation
-    from nemo_codert.data.synth import build_corpus
+    from omegaconf import OmegaConf
 
-    data = _corpus_config(s)
-    return build_corpus(
-        benchmark_corpus_dir(work, s),
-        hours=s.hours,
-        dev_hours=s.dev_hours,
-        test_hours=s.test_hours,
-        seed=0,  # the data are fixed; the seeds vary the models
-        vocab_size=int(data.vocab_size),
+    from nemo_codert.data.augment import Augmentation
+    from nemo_codert.data.synth import build_corpus_from_config
+
+    # The config's data section at the table's size; seed 0: the data are fixed, the seeds vary the models.
+    sized = {"hours": s.hours, "dev_hours": s.dev_hours, "test_hours": s.test_hours, "seed": 0}
+    return build_corpus_from_config(
+        OmegaConf.merge(_corpus_config(s), sized),
+        out_dir=benchmark_corpus_dir(work, s),
         num_workers=os.cpu_count() or 1,
         augment=Augmentation(reverb_prob=s.reverb_prob, noise_prob=s.noise_prob),
-        derived_voices=int(data.get("derived_voices", 0)),
     )
 
 

@@ -147,11 +147,14 @@ def build_corpus(
 
 
 def build_corpus_from_config(
-    data: Any, out_dir: str | Path | None = None, num_workers: Optional[int] = None
+    data: Any,
+    out_dir: str | Path | None = None,
+    num_workers: Optional[int] = None,
+    augment: Optional[Augmentation] = None,
 ) -> Corpus:
     """``build_corpus`` from a config's ``data`` section (``dir, hours, dev_hours, test_hours, seed, vocab_size,
     num_workers, derived_voices``): the one place that spells the section out. ``out_dir``/``num_workers`` override
-    it."""
+    it; ``augment`` (no config key: the benchmarks' degraded corpora) is passed on."""
     return build_corpus(
         out_dir if out_dir is not None else data.dir,
         hours=data.hours,
@@ -160,6 +163,7 @@ def build_corpus_from_config(
         seed=data.seed,
         vocab_size=data.vocab_size,
         num_workers=num_workers if num_workers is not None else data.get("num_workers", 2),
+        augment=augment,
         derived_voices=data.get("derived_voices", 0),
     )
 
