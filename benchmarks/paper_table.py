@@ -72,6 +72,21 @@ class System:
     in_full_table: bool = True  # False: trained only when --systems names it
 
 
+def at_lambdas(template: System, lambdas: Sequence[Tuple[str, float]]) -> Tuple[System, ...]:
+    """A lambda screen of ``template``: one system per (name suffix, lambda), its label naming the lambda; trained
+    only when a table names it."""
+    return tuple(
+        replace(
+            template,
+            name=template.name + tag,
+            label=f"{template.label}, lambda={lam:g}",
+            kd_weight=lam,
+            in_full_table=False,
+        )
+        for tag, lam in lambdas
+    )
+
+
 #: The middle rung of the ladder: codert_small's student encoder at width 104 (about twice its parameters; the
 #: teacher, width 144, has about twice the medium's).
 MEDIUM_STUDENT = {"d_model": 104, "subsampling_conv_channels": 104}
@@ -185,18 +200,16 @@ SYSTEMS: Sequence[System] = (
     # against 5d at that lambda (static_teacher_own_decoder_l03): the KD target compared where the static mode is best.
     # 8d's lambda from a dev sweep: the lattice KL sums over ~U+1 times as many nodes as the encoder-logit KL has
     # frames, so 5d's lambda is a far stronger term there.
-    *(
+    *at_lambdas(
         System(
-            f"static_teacher_lattice_own_decoder{tag}",
-            f"8d static teacher (2) + lattice KD, own decoder and joint, lambda={lam:g}",
+            "static_teacher_lattice_own_decoder",
+            "8d static teacher (2) + lattice KD, own decoder and joint",
             "static_teacher",
-            kd_weight=lam,
             share_decoder=False,
             kd_target="joint_lattice",
             curve=True,
-            in_full_table=False,
-        )
-        for tag, lam in (("", 0.3), ("_l01", 0.1), ("_l003", 0.03), ("_l001", 0.01))
+        ),
+        (("", 0.3), ("_l01", 0.1), ("_l003", 0.03), ("_l001", 0.01)),
     ),
     # 5 without the teacher in training: its encoder logits cached once per training utterance (top-k, float16).
     System("offline_teacher", "9 offline teacher (2), cached top-8 logits", "offline_teacher", cache_k=8),
@@ -224,17 +237,15 @@ SYSTEMS: Sequence[System] = (
         in_full_table=False,
     ),
     # 5d's lambda from a dev sweep (5d itself runs at the tandem config's 0.1; the KL now also trains a joint).
-    *(
+    *at_lambdas(
         System(
-            f"static_teacher_own_decoder_l{tag}",
-            f"5d static teacher (2), own decoder and joint, lambda={lam:g}",
+            "static_teacher_own_decoder",
+            "5d static teacher (2), own decoder and joint",
             "static_teacher",
-            kd_weight=lam,
             share_decoder=False,
             curve=True,
-            in_full_table=False,
-        )
-        for tag, lam in (("03", 0.3), ("1", 1.0), ("3", 3.0))
+        ),
+        (("_l03", 0.3), ("_l1", 1.0), ("_l3", 3.0)),
     ),
     # 5 at the lambda conf/codert_small_static.yaml shipped (its own 500-step sweep), against 5d's lambda sweep.
     System(
@@ -349,17 +360,11 @@ SYSTEMS: Sequence[System] = (
         in_full_table=False,
     ),
     # 4n's lambda, screened on dev (its tandem teacher led by nothing: a weaker or stronger pull).
-    *(
+    *at_lambdas(
         System(
-            f"codert_noreg_l{tag}",
-            f"4n CoDERT, no spec-augment or dropout, lambda={lam:g}",
-            "tandem",
-            kd_weight=lam,
-            curve=True,
-            overrides=NO_REGULARISATION,
-            in_full_table=False,
-        )
-        for tag, lam in (("003", 0.03), ("03", 0.3))
+            "codert_noreg", "4n CoDERT, no spec-augment or dropout", "tandem", curve=True, overrides=NO_REGULARISATION
+        ),
+        (("_l003", 0.03), ("_l03", 0.3)),
     ),
     # Speed perturbation of the training audio (NeMo's own `speed` augmentor, drawn afresh for every utterance of
     # every epoch): resampling by 0.9-1.1 shifts pitch and formants, more voices from the same speakers. Only the
@@ -393,17 +398,9 @@ SYSTEMS: Sequence[System] = (
     # With speed perturbation the tandem teacher leads (dev 0.38 vs its student's 0.42, 3 seeds) but the CoDERT student
     # no longer beats the student alone at lambda 0.3 (speed_perturbation_3seeds/): is the pull too weak for a
     # teacher that leads? The lambda screen without it rose to its top value, 0.3.
-    *(
-        System(
-            f"codert_speed_l{tag}",
-            f"4v CoDERT, speed perturbation, lambda={lam:g}",
-            "tandem",
-            kd_weight=lam,
-            curve=True,
-            overrides=SPEED_PERTURBATION,
-            in_full_table=False,
-        )
-        for tag, lam in (("1", 1.0), ("3", 3.0))
+    *at_lambdas(
+        System("codert_speed", "4v CoDERT, speed perturbation", "tandem", curve=True, overrides=SPEED_PERTURBATION),
+        (("_l1", 1.0), ("_l3", 3.0)),
     ),
 )
 #: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
