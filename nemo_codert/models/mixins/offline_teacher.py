@@ -20,9 +20,10 @@ class OfflineTeacherMixin:
     """Finds each training utterance in the teacher cache before training, and serves a batch's cached logits.
 
     ``setup_training_data`` (offline_teacher only): a speed/time-stretch augmentor is rejected before NeMo's loader
-    is built; after NeMo's, the cache is opened and checked against the model's vocabulary and every utterance of the training set (one clear error before the first step, never a
-    misaligned target later), and NeMo's dataset is asked for each item's index (``return_sample_id``, NeMo's own
-    option, set on the dataset rather than in ``train_ds`` so that the exported student's config stays stock).
+    is built; after NeMo's, the cache is opened and checked against the model's vocabulary and every utterance of
+    the training set (one clear error before the first step, never a misaligned target later), and NeMo's dataset
+    is asked for each item's index (``return_sample_id``, NeMo's own option, set on the dataset rather than in
+    ``train_ds`` so that the exported student's config stays stock).
     ``offline_teacher_logits(sample_ids, frames, width)``: the batch's cached top-k logits and classes, on the model's
     device. The host provides ``codert`` (set before NeMo's constructor sets up data), ``tokenizer`` and NeMo's
     ``_train_dl``; its training step passes the batch's sample ids to the KD term.
