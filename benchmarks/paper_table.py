@@ -107,29 +107,27 @@ SPEED_PERTURBATION = tuple(
     )
 )
 
+#: A NeMo Conformer encoder's dropout keys (its layers, its pre-encoder, its attention).
+ENCODER_DROPOUTS = ("dropout", "dropout_pre_encoder", "dropout_att")
+
 #: Every dropout of the student's transducer off (encoder, prediction network, joint).
 NO_DROPOUT = tuple(
     f"model.{key}=0.0"
     for key in (
-        "student_encoder.dropout",
-        "student_encoder.dropout_pre_encoder",
-        "student_encoder.dropout_att",
+        *(f"student_encoder.{k}" for k in ENCODER_DROPOUTS),
         "decoder.prednet.dropout",
         "joint.jointnet.dropout",
     )
 )
 
-#: The teacher encoder's dropouts at 0.1 again, the rest of the shipped (unregularised) recipe unchanged.
-TEACHER_DROPOUT = tuple(f"model.encoder.{key}=0.1" for key in ("dropout", "dropout_pre_encoder", "dropout_att"))
-
 #: Spec-augment off and every dropout off but the teacher encoder's.
 STUDENT_UNREGULARISED = ("model.spec_augment=null", *NO_DROPOUT)
 
 #: No regularisation at all: spec-augment and every dropout of both encoders, prediction network and joint off.
-NO_REGULARISATION = (
-    *STUDENT_UNREGULARISED,
-    *(f"model.encoder.{key}=0.0" for key in ("dropout", "dropout_pre_encoder", "dropout_att")),
-)
+NO_REGULARISATION = (*STUDENT_UNREGULARISED, *(f"model.encoder.{key}=0.0" for key in ENCODER_DROPOUTS))
+
+#: The teacher encoder's dropouts at 0.1 again, the rest of the shipped (unregularised) recipe unchanged.
+TEACHER_DROPOUT = tuple(f"model.encoder.{key}=0.1" for key in ENCODER_DROPOUTS)
 
 SYSTEMS: Sequence[System] = (
     System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
