@@ -3,7 +3,7 @@
     python examples/cache_teacher_logits.py model=teacher.nemo manifest=data/synth_small/train_manifest.json \
         out=data/teacher_cache k=8
     python examples/train_codert.py --config-name=codert_small model.codert.mode=offline_teacher \
-        model.codert.teacher_cache=data/teacher_cache
+        model.codert.teacher_cache=data/teacher_cache model.train_ds.augmentor=null
 
 The config is :class:`CacheConfig` (dataclass + hydra, as NeMo's ``examples/asr/speech_to_text_eval.py``):
 

@@ -15,7 +15,7 @@ from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.losses.rnnt_cpu import DispatchingTDTLossNumba
 from nemo_codert.models import CodertRNNTBPEModel
 
-from helpers.factories import first_batch, make_trainer, tiny_config
+from helpers.factories import OFFLINE_TEACHER, first_batch, make_trainer, tiny_config
 
 DURATIONS = [0, 1, 2, 3, 4]
 # NeMo's TDT recipe (conformer_tdt_bpe.yaml): duration outputs after blank, the TDT loss with its durations.
@@ -100,7 +100,7 @@ def test_tdt_pair_trains_in_tandem(corpus):
 def test_tdt_teacher_distils_into_a_plain_rnnt_student_through_the_cache(corpus, tdt_teacher, tmp_path):
     teacher = ASRModel.restore_from(str(tdt_teacher), map_location="cpu")
     cache = write_teacher_cache(teacher, corpus.train_manifest, tmp_path / "cache", k=4, batch_size=8)
-    cfg = tiny_config(corpus, **{"codert.mode": "offline_teacher", "codert.teacher_cache": str(cache)})
+    cfg = tiny_config(corpus, **{**OFFLINE_TEACHER, "codert.teacher_cache": str(cache)})
     trainer = make_trainer(max_steps=2)
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
     assert model.joint.num_extra_outputs == 0  # the student is the config's plain RNN-T transducer

@@ -14,6 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: Mode offline_teacher over a shipped config: the training set's speed perturbation off, as a user must turn it off
+#: (the mode refuses a retiming augmentor: the cache holds the frames of the audio on disk).
+OFFLINE_TEACHER = {"codert.mode": "offline_teacher", "train_ds.augmentor": None}
+
 
 def tiny_config(corpus, config_name: str = "codert_small", **overrides: Any) -> DictConfig:
     """`conf/<config_name>.yaml` (composed as hydra composes it), pointed at the test corpus and shrunk;
