@@ -111,6 +111,7 @@ def speed_perturbation(num_rates: int) -> Tuple[str, ...]:
     )
 
 
+#: Any rate in [0.9, 1.1] (systems 1v, 2v, 4v).
 SPEED_PERTURBATION = speed_perturbation(-1)
 #: The discrete rates 0.9, 0.95, 1.0, 1.05, 1.1 (4.4 ms per utterance against 30 ms for any rate).
 SPEED_PERTURBATION_5_RATES = speed_perturbation(5)
