@@ -783,8 +783,13 @@ def _corpus_config(s: Settings):
 
 
 def benchmark_corpus_dir(work: Path, s: Settings) -> Path:
-    derived = int(_corpus_config(s).get("derived_voices", 0))
-    return work / (f"corpus-{s.hours}h-r{s.reverb_prob}-n{s.noise_prob}" + (f"-v{derived}" if derived else ""))
+    data = _corpus_config(s)
+    derived, dev_voices = (int(data.get(key, 0)) for key in ("derived_voices", "dev_voices"))
+    return work / (
+        f"corpus-{s.hours}h-r{s.reverb_prob}-n{s.noise_prob}"
+        + (f"-v{derived}" if derived else "")
+        + (f"-dv{dev_voices}" if dev_voices else "")
+    )
 
 
 def build_benchmark_corpus(work: Path, s: Settings):

@@ -1,12 +1,13 @@
 """The offline corpus: real eSpeak NG audio, manifests, lhotse cuts and a tokenizer NeMo loads."""
 
 import json
+import random
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from nemo_codert.data.synth import build_corpus
+from nemo_codert.data.synth import build_corpus, split_voices
 
 
 def _manifest(path):
@@ -67,6 +68,38 @@ def test_reuse_mismatch_and_determinism(corpus, tmp_path):
     other = build_corpus(tmp_path / "other", hours=0.005, dev_hours=0.002, test_hours=0.002, seed=0, vocab_size=32)
     assert [(e["text"], e["voice"]) for e in _manifest(other.train_manifest)] == first
     assert not list(tmp_path.glob(".*tmp*")), "temporary build directories left behind"
+
+
+def test_dev_voices_give_dev_speakers_of_its_own(tmp_path):
+    shared, held = split_voices(random.Random(0)), split_voices(random.Random(0), dev_voices=10)
+    assert shared["dev"] == [] and len(held["dev"]) == 10
+    assert held["test"] == shared["test"], "dev_voices changed the test split's speakers"
+    assert set(held["dev"]) | set(held["train"]) == set(shared["train"])
+    assert not set(held["dev"]) & set(held["train"])
+    # A real corpus draws from that split, with derived voices too: a speaker derived from a training variant must
+    # not reach dev either.
+    corpus = build_corpus(
+        tmp_path / "held",
+        hours=0.01,
+        dev_hours=0.005,
+        test_hours=0.003,
+        vocab_size=32,
+        num_workers=1,
+        derived_voices=1,
+        dev_voices=10,
+    )
+    train, dev, test = (
+        {e["voice"].split("+", 1)[1] for e in _manifest(m)}
+        for m in (corpus.train_manifest, corpus.dev_manifest, corpus.test_manifest)
+    )
+    assert dev <= set(held["dev"]) and test <= set(held["test"])
+    # A derived voice is named BASE_dK, spaces in BASE as dashes (nemo_codert.data.voices).
+    assert {v.rsplit("_d", 1)[0].replace("-", " ") if "_d" in v else v for v in train} <= set(held["train"])
+    assert any("_d" in v for v in train), "no derived voice drawn"
+    assert json.loads((corpus.root / "corpus.json").read_text())["dev_voices"] == 10
+    with pytest.raises(ValueError, match=r"dev_voices: 90 asked, but of eSpeak's \d+ variants \d+ are test's"):
+        build_corpus(tmp_path / "too_many", hours=0.01, dev_hours=0.005, test_hours=0.003, dev_voices=90)
+    assert not (tmp_path / "too_many").exists() and not list(tmp_path.glob(".*tmp*"))
 
 
 # ------------------------------------------------------------------------------------------------ degradation

@@ -11,10 +11,12 @@ wheel (``nemo_codert.data.espeak``, one engine per worker process). Each utteran
 the same seed; the manifests record what each got.
 
 Splits: **test** uses voice variants and sentences that train never saw (the held-out condition CoDERT results are
-reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift.
-``derived_voices`` (``--derived-voices K``) adds K new speakers per training variant to train and dev, each a
-training variant with its vocal tract and pitch warped (``nemo_codert.data.voices``); test keeps eSpeak's held-out
-variants.
+reported on); **dev** uses unseen sentences but train's voices, so it tracks learning without the voice shift, unless
+``dev_voices`` (``--dev-voices N``) holds N more of eSpeak's variants out of train for dev alone: then dev measures
+what test measures (unseen voices and sentences), so settings can be chosen for it, at the cost of N training voices.
+``derived_voices`` (``--derived-voices K``) adds K new speakers per training variant to train (and to dev when it
+shares train's voices), each a training variant with its vocal tract and pitch warped (``nemo_codert.data.voices``);
+test keeps eSpeak's held-out variants.
 
     python -m nemo_codert.data.synth --hours 5 --out DIR
     python -m nemo_codert.data.synth --hours 3 --out DIR --reverb-prob 0.5 --noise-prob 0.8   # a harder corpus
@@ -45,7 +47,7 @@ from nemo_codert.data.render import RenderJob, render
 from nemo_codert.data.tokenizer import train_tokenizer
 from nemo_codert.data.voices import derive_voices, write_overlay
 
-__all__ = ["Corpus", "build_corpus", "build_corpus_from_config", "voice_variants"]
+__all__ = ["Corpus", "build_corpus", "build_corpus_from_config", "split_voices", "voice_variants"]
 
 _SPLITS = ("train", "dev", "test")
 _TEST_VOICE_FRACTION = 0.2
@@ -101,9 +103,11 @@ def build_corpus(
     num_workers: int = 2,
     augment: Optional[Augmentation] = None,
     derived_voices: int = 0,
+    dev_voices: int = 0,
 ) -> Corpus:
     """Build (or reuse) a corpus in ``out_dir``; ``hours`` is the train split's length; ``augment`` degrades audio;
-    ``derived_voices`` new speakers per training voice variant join train and dev (``nemo_codert.data.voices``)."""
+    ``derived_voices`` new speakers per training voice variant join train (``nemo_codert.data.voices``);
+    ``dev_voices`` > 0 gives dev that many eSpeak variants of its own, unseen in train (0: train's voices)."""
     out = Path(out_dir).resolve()
     params = {
         "format": _FORMAT_VERSION,
@@ -115,6 +119,7 @@ def build_corpus(
         # JSON's view of the dataclass (lists, not tuples), so it compares equal to what corpus.json holds.
         "augment": json.loads(json.dumps(asdict(augment))) if augment is not None else None,
         "derived_voices": int(derived_voices),
+        "dev_voices": int(dev_voices),
     }
     existing = _existing_params(out)
     if existing is not None:
@@ -153,8 +158,8 @@ def build_corpus_from_config(
     augment: Optional[Augmentation] = None,
 ) -> Corpus:
     """``build_corpus`` from a config's ``data`` section (``dir, hours, dev_hours, test_hours, seed, vocab_size,
-    num_workers, derived_voices``): the one place that spells the section out. ``out_dir``/``num_workers`` override
-    it; ``augment`` (no config key: the benchmarks' degraded corpora) is passed on."""
+    num_workers, derived_voices, dev_voices``): the one place that spells the section out. ``out_dir`` and
+    ``num_workers`` override it; ``augment`` (no config key: the benchmarks' degraded corpora) is passed on."""
     return build_corpus(
         out_dir if out_dir is not None else data.dir,
         hours=data.hours,
@@ -165,6 +170,7 @@ def build_corpus_from_config(
         num_workers=num_workers if num_workers is not None else data.get("num_workers", 2),
         augment=augment,
         derived_voices=data.get("derived_voices", 0),
+        dev_voices=data.get("dev_voices", 0),
     )
 
 
@@ -174,8 +180,27 @@ def _existing_params(out: Path) -> Optional[Dict]:
         return None
     data = json.loads(meta.read_text())
     keys = ("format", "hours", "dev_hours", "test_hours", "seed", "vocab_size", "augment")
-    # A corpus built before derived voices existed has none: it stays reusable as what it is.
-    return {**{k: data.get(k) for k in keys}, "derived_voices": data.get("derived_voices", 0)}
+    # A corpus built before derived or dev voices existed has none: it stays reusable as what it is.
+    return {**{k: data.get(k) for k in keys}, **{k: data.get(k, 0) for k in ("derived_voices", "dev_voices")}}
+
+
+def split_voices(rng: random.Random, dev_voices: int = 0) -> Dict[str, List[str]]:
+    """eSpeak's voice variants per split, shuffled by ``rng``: test's share first, then ``dev_voices`` for dev (an
+    empty list when 0: dev then shares train's), the rest train's."""
+    variants = voice_variants()
+    rng.shuffle(variants)
+    n_test = max(1, round(_TEST_VOICE_FRACTION * len(variants)))
+    if not 0 <= dev_voices <= len(variants) - n_test - 1:
+        raise ValueError(
+            f"dev_voices: {dev_voices} asked, but of eSpeak's {len(variants)} variants {n_test} are test's and train "
+            f"needs one: choose 0-{len(variants) - n_test - 1}"
+        )
+    # Test's voices come first from the same shuffle: whatever dev_voices is, test holds the same speakers.
+    return {
+        "test": variants[:n_test],
+        "dev": variants[n_test : n_test + dev_voices],
+        "train": variants[n_test + dev_voices :],
+    }
 
 
 def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
@@ -183,10 +208,7 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
     from nemo_codert.data.text import sentences
 
     rng = random.Random(params["seed"])
-    variants = voice_variants()
-    rng.shuffle(variants)
-    n_test_voices = max(1, round(_TEST_VOICE_FRACTION * len(variants)))
-    voices = {"test": variants[:n_test_voices], "train": variants[n_test_voices:]}
+    voices = split_voices(rng, params["dev_voices"])
     espeak_root = None
     if params["derived_voices"]:
         # New speakers from the training variants only: the test split's voices stay unseen. Their variant files
@@ -197,7 +219,8 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
             (tmp / "voices" / name).write_text(text)
         espeak_root = str(write_overlay(derived, voices["train"], tmp / ".espeak"))
         voices["train"] = voices["train"] + sorted(derived)
-    voices["dev"] = voices["train"]
+    if not params["dev_voices"]:
+        voices["dev"] = voices["train"]
 
     # Disjoint sentence pools: ~3.2 s per sentence, with a margin so no split runs dry.
     targets = {"train": params["hours"], "dev": params["dev_hours"], "test": params["test_hours"]}
@@ -218,8 +241,8 @@ def _build_into(tmp: Path, final: Path, params: Dict, num_workers: int) -> Dict:
         for split in _SPLITS:
             plan = _SplitPlan(split, pools[split], voices[split], targets[split])
             augment_rng = random.Random(f"{params['seed']}-augment-{split}")
-            # The overlay holds train's voices only (the test voices render from eSpeak's own data directory).
-            root = espeak_root if split != "test" else None
+            # The overlay holds train's voices only (held-out voices render from eSpeak's own data directory).
+            root = espeak_root if voices[split] is voices["train"] else None
             entries = _synthesize_split(plan, rng, augmentation, augment_rng, tmp, final, workers, root)
             _write_split(split, entries, tmp)
             if split == "train":
@@ -305,6 +328,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "--derived-voices", type=int, default=0, help="new speakers per training voice variant (0: eSpeak's own only)"
     )
+    parser.add_argument(
+        "--dev-voices",
+        type=int,
+        default=0,
+        help="eSpeak voice variants held out of train for dev (0: dev uses train's voices)",
+    )
     degrade = parser.add_argument_group("degradation (nemo_codert.data.augment; off unless a probability is > 0)")
     degrade.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of utterances reverberated")
     degrade.add_argument("--rt60", type=float, nargs=2, default=(0.2, 0.8), metavar=("LO", "HI"), help="seconds")
@@ -325,6 +354,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         args.num_workers,
         augment,
         args.derived_voices,
+        args.dev_voices,
     )
     meta = json.loads((corpus.root / "corpus.json").read_text())
     print(f"corpus in {corpus.root} ({time.time() - started:.1f} s)")
