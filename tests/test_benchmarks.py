@@ -193,18 +193,19 @@ def test_streaming_benchmark_trains_a_streaming_student_alone_and_distilled(tmp_
     _run(["benchmarks/streaming.py", *TINY, "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path)])
     data = json.loads((tmp_path / "streaming.json").read_text())
     assert data["settings"]["config"] == "codert_streaming"
-    assert [r["system"] for r in data["rows"]] == ["student_only", "teacher_only", "codert", "codert_shift2"]
+    assert [r["system"] for r in data["rows"]] == ["student_only", "teacher_only", "codert", "codert_shift0"]
     assert data["latency"] == {"chunk_ms": 160.0, "lookahead_ms": 120.0, "left_context_ms": 1920.0}
     runs = tmp_path / "work" / "runs"
-    # 1 and 4 deploy the cache-aware student; 2 is the full-context teacher; 4s pairs frames with a shift of 2.
-    for name in ("student_only", "codert", "codert_shift2"):
+    # 1 and 4 deploy the cache-aware student; 2 is the full-context teacher; 4 pairs frames with the config's shift of
+    # 2, 4z one to one.
+    for name in ("student_only", "codert", "codert_shift0"):
         encoder = read_nemo_config(runs / f"{name}-seed0" / "student.nemo").encoder
         assert encoder.att_context_style == "chunked_limited" and list(encoder.att_context_size) == [48, 3]
     assert list(read_nemo_config(runs / "teacher_only-seed0" / "student.nemo").encoder.att_context_size) == [-1, -1]
-    assert read_nemo_config(runs / "codert_shift2-seed0" / "model.nemo").codert.kd_frame_shift == 2
-    assert read_nemo_config(runs / "codert-seed0" / "model.nemo").codert.kd_frame_shift == 0
+    assert read_nemo_config(runs / "codert-seed0" / "model.nemo").codert.kd_frame_shift == 2
+    assert read_nemo_config(runs / "codert_shift0-seed0" / "model.nemo").codert.kd_frame_shift == 0
     report = (tmp_path / "streaming.md").read_text()
-    assert "| 4s CoDERT, kd_frame_shift 2 |" in report and "chunks of 160 ms" in report
+    assert "| 4z CoDERT, kd_frame_shift 0 |" in report and "chunks of 160 ms" in report
 
 
 def test_paper_table_rejects_inconsistent_settings(capsys):

@@ -49,3 +49,13 @@ def test_the_ladder_config_is_codert_small_with_a_medium_student_beside_the_smal
     for key in ("model.encoder", "data", "model.optim", "trainer", "model.codert.kd_weight"):
         assert OmegaConf.select(ladder, key) == OmegaConf.select(small, key), key
     assert parse_codert_config(ladder.model).primary_student == "small"
+
+
+def test_the_streaming_config_distils_with_the_frame_shift_its_table_chose():
+    small, streaming = compose_config("codert_small"), compose_config("codert_streaming")
+    # Chosen on dev (benchmarks/results/streaming_frame_shift/), 3 seeds in benchmarks/results/streaming.md: the
+    # streaming student's frame t learns from the full-context teacher's frame t - 2.
+    assert parse_codert_config(streaming.model).kd_frame_shift == 2
+    assert parse_codert_config(small.model).kd_frame_shift == 0  # a full-context student pairs frames one to one
+    for key in ("data", "model.optim", "trainer", "model.codert.kd_weight", "model.train_ds.augmentor"):
+        assert OmegaConf.select(streaming, key) == OmegaConf.select(small, key), key
