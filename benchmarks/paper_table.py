@@ -951,14 +951,18 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
             **{k: scores[source.result.stem]["student"][k] for k in ("wer", "cer", "params")},
         }
     base, teacher = rows["student_only"]["test_wer"], rows["teacher_only"]["test_wer"]
-    for row in rows.values():
+    for name, row in rows.items():
         # Paired by seed: the same seed gives both systems the same data order and (student) initial weights. Only
         # the seeds the baseline has pair (a table may train it with one seed, --single-seed student_only).
         row["rel_reduction"] = {
             seed: (base[seed] - w) / base[seed] for seed, w in row["test_wer"].items() if seed in base
         }
-        # Share of the teacher-student gap closed, (WER_1 - WER_x) / (WER_1 - WER_2), from the seed means.
-        b, t, x = (statistics.fmean(d.values()) for d in (base, teacher, row["test_wer"]))
+        # Share of the gap to the teacher the student learnt from closed, (WER_1 - WER_x) / (WER_1 - WER_t), from the
+        # seed means: t is system 2, except for a student of the teacher trained to its own budget, whose gap is to
+        # that teacher (against system 2 a stronger teacher's student would close more than the whole gap).
+        b, x = (statistics.fmean(d.values()) for d in (base, row["test_wer"]))
+        own_teacher = static_source is not None and BY_NAME[name].mode in _TEACHER_FILE_MODES
+        t = static_source["wer"] if own_teacher else statistics.fmean(teacher.values())
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((benchmark_corpus_dir(work, s) / "corpus.json").read_text())
     return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta, "static_teacher_source": static_source}
@@ -1025,7 +1029,13 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         "",
         "Test WER/CER of the deployed model (the student; for 2 the teacher-sized model), mean +- standard deviation "
         "over seeds; relative WER reduction vs 1, paired by seed, mean +- sd; share of the teacher-student gap "
-        "closed, (WER_1 - WER_x) / (WER_1 - WER_2) of the seed means.",
+        "closed, (WER_1 - WER_x) / (WER_1 - WER_2) of the seed means"
+        + (
+            "; for a student of the teacher trained to its own budget (5, 9), WER_2 is that teacher's (below)"
+            if s.static_teacher_steps
+            else ""
+        )
+        + ".",
         "",
         "| system | test WER | per seed | test CER | rel. reduction vs 1 | gap closed | params (deployed) | step (s) | "
         "peak RSS (MiB) | RSS growth in training (MiB) | RTF |",

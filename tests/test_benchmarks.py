@@ -324,6 +324,33 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
             assert (key(system) != before[system]) == (system in retrained_by[field]), (system, field)
 
 
+def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):
+    """The gap-closed column measures a student against the teacher it learnt from: with --static-teacher-steps that
+    is the longer-trained teacher, not system 2 (against which a stronger teacher's student would close more than the
+    whole gap)."""
+    pt = benchmark_module("paper_table")
+    settings = replace(
+        pt.PRESETS["quick"],
+        seeds=[0],
+        static_teacher_steps=7,
+        systems=["student_only", "teacher_only", "codert", "static_teacher"],
+    )
+    jobs = pt.plan_jobs(settings, tmp_path, tmp_path, "train")
+    wers = {"teacher_source": 0.30, "student_only": 0.50, "teacher_only": 0.45, "codert": 0.48, "static_teacher": 0.40}
+    scores = {}
+    for job in jobs:
+        job.result.parent.mkdir(parents=True, exist_ok=True)
+        job.result.write_text(json.dumps({"dev_wer": [], "train_seconds": 1.0}))
+        system = "teacher_source" if "teacher_source" in job.result.stem else job.spec["system"]
+        scores[job.result.stem] = {"student": {"wer": wers[system], "cer": 0.1, "params": 1, "rtf": 0.01}}
+    corpus = pt.benchmark_corpus_dir(tmp_path, settings)
+    corpus.mkdir(parents=True)
+    (corpus / "corpus.json").write_text("{}")
+    rows = pt.summarise(settings, jobs, [], scores, tmp_path)["rows"]
+    assert rows["codert"]["gap_closed"] == pytest.approx((0.50 - 0.48) / (0.50 - 0.45))  # to system 2
+    assert rows["static_teacher"]["gap_closed"] == pytest.approx((0.50 - 0.40) / (0.50 - 0.30))  # to its teacher
+
+
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
     import argparse
 
