@@ -49,6 +49,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
+#: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
+_TEACHER_FILE_MODES = ("static_teacher", "offline_teacher")
+
 
 @dataclass(frozen=True)
 class System:
@@ -70,6 +73,14 @@ class System:
     # Any other change of this system's config, dotted KEY=VALUE (YAML value), applied before the fields above.
     overrides: Tuple[str, ...] = ()
     in_full_table: bool = True  # False: trained only when --systems names it
+    # tandem only: the teacher starts from the model system 5's would be (system 2's, or the one trained to its own
+    # budget) and trains on beside the student: a warm start (model.codert.teacher_nemo in mode tandem).
+    warm_teacher: bool = False
+
+    @property
+    def learns_from_teacher_file(self) -> bool:
+        """Whether the run needs a teacher .nemo (its spec's teacher_nemo): frozen, cached, or a warm start."""
+        return self.mode in _TEACHER_FILE_MODES or self.warm_teacher
 
 
 def at_lambdas(template: System, lambdas: Sequence[Tuple[str, float]]) -> Tuple[System, ...]:
@@ -157,6 +168,22 @@ SYSTEMS: Sequence[System] = (
         kd_weight=0.3,
         share_decoder=False,
         curve=True,
+        in_full_table=False,
+    ),
+    # Tandem from a trained teacher (model.codert.teacher_nemo in mode tandem): the teacher starts as 5's (2, or the
+    # teacher trained to its own budget) and trains on beside the student, sharing its prediction network and joint
+    # (4h) or with the student's own (6h, the shape of 5d): does a teacher that keeps learning pass on more than a
+    # frozen one?
+    System(
+        "codert_warm", "4h CoDERT, teacher warm-started", "tandem", curve=True, warm_teacher=True, in_full_table=False
+    ),
+    System(
+        "codert_warm_own_decoder",
+        "6h CoDERT, teacher warm-started, separate decoders",
+        "tandem",
+        share_decoder=False,
+        curve=True,
+        warm_teacher=True,
         in_full_table=False,
     ),
     # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
@@ -444,8 +471,6 @@ SYSTEMS: Sequence[System] = (
         (("_l1", 1.0), ("_l3", 3.0)),
     ),
 )
-#: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
-_TEACHER_FILE_MODES = ("static_teacher", "offline_teacher")
 BY_NAME = {s.name: s for s in SYSTEMS}
 
 
@@ -847,7 +872,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
     threads = max(1, cores // s.jobs) if kind == "train" else cores
     jobs = []
     source = None
-    if kind == "train" and s.static_teacher_steps and any(x.mode in _TEACHER_FILE_MODES for x in s.chosen_systems()):
+    if kind == "train" and s.static_teacher_steps and any(x.learns_from_teacher_file for x in s.chosen_systems()):
         name = f"teacher_source-steps{s.static_teacher_steps}"
         source = Job(
             run_spec(
@@ -869,7 +894,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 continue
             spec = run_spec(s, system, seed, corpus_dir, work, kind=kind, threads=threads)
             needs = None
-            if system.mode in _TEACHER_FILE_MODES:
+            if system.learns_from_teacher_file:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
                 # trained to its own budget (static_teacher_steps).
                 teacher = Path(source.spec["run_dir"]) if source else teacher_run
@@ -961,7 +986,7 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         # seed means: t is system 2, except for a student of the teacher trained to its own budget, whose gap is to
         # that teacher (against system 2 a stronger teacher's student would close more than the whole gap).
         b, x = (statistics.fmean(d.values()) for d in (base, row["test_wer"]))
-        own_teacher = static_source is not None and BY_NAME[name].mode in _TEACHER_FILE_MODES
+        own_teacher = static_source is not None and BY_NAME[name].learns_from_teacher_file
         t = static_source["wer"] if own_teacher else statistics.fmean(teacher.values())
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((benchmark_corpus_dir(work, s) / "corpus.json").read_text())

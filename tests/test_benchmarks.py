@@ -333,10 +333,22 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
         pt.PRESETS["quick"],
         seeds=[0],
         static_teacher_steps=7,
-        systems=["student_only", "teacher_only", "codert", "static_teacher"],
+        systems=["student_only", "teacher_only", "codert", "static_teacher", "codert_warm"],
     )
     jobs = pt.plan_jobs(settings, tmp_path, tmp_path, "train")
-    wers = {"teacher_source": 0.30, "student_only": 0.50, "teacher_only": 0.45, "codert": 0.48, "static_teacher": 0.40}
+    source = next(j for j in jobs if "teacher_source" in j.result.stem)
+    for job in jobs:  # the frozen teacher and the warm start are that teacher's file, and wait for it
+        if job.spec["system"] in ("static_teacher", "codert_warm"):
+            assert job.spec["teacher_nemo"] == str(Path(source.spec["run_dir"]) / "student.nemo")
+            assert job.needs == source.result
+    wers = {
+        "teacher_source": 0.30,
+        "student_only": 0.50,
+        "teacher_only": 0.45,
+        "codert": 0.48,
+        "static_teacher": 0.40,
+        "codert_warm": 0.42,
+    }
     scores = {}
     for job in jobs:
         job.result.parent.mkdir(parents=True, exist_ok=True)
@@ -349,6 +361,7 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
     rows = pt.summarise(settings, jobs, [], scores, tmp_path)["rows"]
     assert rows["codert"]["gap_closed"] == pytest.approx((0.50 - 0.48) / (0.50 - 0.45))  # to system 2
     assert rows["static_teacher"]["gap_closed"] == pytest.approx((0.50 - 0.40) / (0.50 - 0.30))  # to its teacher
+    assert rows["codert_warm"]["gap_closed"] == pytest.approx((0.50 - 0.42) / (0.50 - 0.30))
 
 
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):

@@ -111,6 +111,35 @@ def test_static_teacher_stays_bit_identical(corpus, tmp_path, teacher_cls, teach
     assert "train_rnnt_teacher" not in trainer.callback_metrics
 
 
+def test_tandem_with_a_teacher_file_starts_from_it_and_trains_it_on(corpus, tmp_path):
+    """mode tandem + teacher_nemo: a warm start. Every teacher tensor (aux CTC head included) is the file's at step 0,
+    and unlike the static teacher it is trained: parameters require gradients and change."""
+    path = tmp_path / "teacher.nemo"
+    teacher = _save_teacher(tiny_config(corpus, **_HYBRID), path, seed=3, cls=EncDecHybridRNNTCTCBPEModel)
+    trainer = make_trainer(max_steps=3)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_nemo": str(path)}), trainer=trainer)
+
+    def teacher_state(m):
+        return {
+            f"{name}.{k}": v.clone()
+            for name in ("encoder", "decoder", "joint", "ctc_decoder")
+            for k, v in getattr(m, name).state_dict().items()
+            if not k.startswith("_loss.")
+        }
+
+    before = teacher_state(model)
+    for k, v in teacher_state(teacher).items():
+        assert torch.equal(before[k], v), f"teacher tensor {k} not loaded from the .nemo"
+    assert all(p.requires_grad for p in model.encoder.parameters())
+
+    trainer.fit(model)
+
+    after = teacher_state(model)
+    for name in ("encoder", "decoder", "ctc_decoder"):
+        assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith(name)), f"{name} frozen"
+    assert "train_rnnt_teacher" in trainer.callback_metrics
+
+
 def test_student_only_builds_no_teacher(corpus):
     cfg = tiny_config(corpus, **{"codert.mode": "student_only"})
     model = CodertRNNTBPEModel(cfg=cfg)

@@ -97,8 +97,11 @@ class CodertRNNTBPEModel(
         cfg, student_names = resolve_students(cfg, codert)
 
         restoring = self._is_model_being_restored()
-        if codert.mode == "static_teacher" and not restoring:
-            cfg = adopt_teacher_config(cfg, codert.teacher_nemo)
+        # A teacher from a .nemo: frozen in static_teacher; in tandem a warm start that trains on. Restored models
+        # carry the teacher in their own weights and config.
+        teacher_file = codert.teacher_nemo if codert.mode not in TEACHERLESS_MODES and not restoring else None
+        if teacher_file:
+            cfg = adopt_teacher_config(cfg, teacher_file)
         # The student's joint projection (and, in student_only, the joint itself) is sized by the student encoder's
         # output width, whatever kind of NeMo encoder the user chose: build it to learn it (only its width is
         # needed without a teacher, where NeMo builds the encoder itself from cfg.encoder).
@@ -131,9 +134,9 @@ class CodertRNNTBPEModel(
             self.student_decoder, self.student_joint = self._student_decoder_and_joint(student_hidden)
             self._build_ladder_encoders()
             self._build_ladder_heads()
+            if teacher_file:
+                load_teacher_weights(self, restore_teacher(teacher_file), teacher_file)
             if codert.mode == "static_teacher":
-                if not restoring:
-                    load_teacher_weights(self, restore_teacher(codert.teacher_nemo), codert.teacher_nemo)
                 for module in self._frozen_teacher_modules():
                     module.requires_grad_(False)
                     module.eval()

@@ -29,6 +29,7 @@ __all__ = [
 
 #: tandem: teacher and student learn together (the paper's in-place distillation).
 #: static_teacher: a frozen pre-trained teacher from ``teacher_nemo`` (conventional KD).
+#: (tandem with ``teacher_nemo``: the teacher starts from that file and trains on, a warm start.)
 #: student_only: the student alone, no teacher built or run (the honest baseline).
 #: offline_teacher: no teacher built either; KD from the teacher's cached encoder logits (``teacher_cache``,
 #: nemo_codert.data.teacher_cache), for teachers too large to run beside the student.

@@ -1,8 +1,9 @@
-"""A pre-trained teacher from a NeMo transducer ``.nemo`` (``model.codert.mode: static_teacher``).
+"""A pre-trained teacher from a NeMo transducer ``.nemo`` (``model.codert.teacher_nemo``).
 
 The CoDERT model adopts the teacher's architecture *and its feature extraction* from the file (frame-level KD
 compares the two encoders on the same features, so a teacher trained on other mel settings must get its own), then
-loads its encoder, prediction network and joint weights, which stay frozen.
+loads its encoder, prediction network and joint weights: frozen in mode ``static_teacher``, the starting point of a
+teacher that trains on in mode ``tandem`` (a warm start).
 """
 
 from __future__ import annotations
@@ -130,4 +131,19 @@ def load_teacher_weights(model: Any, teacher: EncDecRNNTModel, path: str) -> Non
             k: v for k, v in getattr(teacher, name).state_dict().items() if not k.startswith("_loss.")
         }
         getattr(model, name).load_state_dict(state, strict=True)
-    logging.info(f"CoDERT: static teacher loaded from {path}")
+    _load_ctc_head(model, teacher, path)
+    logging.info(f"CoDERT: teacher loaded from {path}")
+
+
+def _load_ctc_head(model: Any, teacher: EncDecRNNTModel, path: str) -> None:
+    """A teacher that trains on (tandem) has an aux_ctc head of its own: it starts as the file's when the file has
+    one of the same shape, since a random head's CTC gradient would first pull a trained encoder off course."""
+    head = getattr(model, "ctc_decoder", None)
+    if head is None:
+        return
+    theirs = getattr(teacher, "ctc_decoder", None)
+    mine_shapes = {k: v.shape for k, v in head.state_dict().items()}
+    if theirs is not None and {k: v.shape for k, v in theirs.state_dict().items()} == mine_shapes:
+        head.load_state_dict(theirs.state_dict(), strict=True)
+    else:
+        logging.warning(f"CoDERT: {path} has no aux CTC head of this shape; the teacher's head starts from scratch")
