@@ -12,6 +12,7 @@ import copy
 import os
 from typing import Any, Dict, List
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.asr.models import ASRModel, EncDecRNNTModel
@@ -142,8 +143,11 @@ def _load_ctc_head(model: Any, teacher: EncDecRNNTModel, path: str) -> None:
     if head is None:
         return
     theirs = getattr(teacher, "ctc_decoder", None)
-    mine_shapes = {k: v.shape for k, v in head.state_dict().items()}
-    if theirs is not None and {k: v.shape for k, v in theirs.state_dict().items()} == mine_shapes:
+
+    def shapes(module: torch.nn.Module) -> Dict[str, torch.Size]:
+        return {k: v.shape for k, v in module.state_dict().items()}
+
+    if theirs is not None and shapes(theirs) == shapes(head):
         head.load_state_dict(theirs.state_dict(), strict=True)
     else:
         logging.warning(f"CoDERT: {path} has no aux CTC head of this shape; the teacher's head starts from scratch")
