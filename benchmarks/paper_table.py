@@ -49,7 +49,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from common import REPO, compose, git_commit, machine_description, typed_command  # benchmarks/common.py
 
-#: Modes whose student learns from system 2's exported model (the teacher_nemo of their spec).
+#: Modes whose student learns from a frozen teacher's exported model (the teacher_nemo of their spec); a tandem
+#: system with ``warm_teacher`` needs that file too, as its teacher's start.
 _TEACHER_FILE_MODES = ("static_teacher", "offline_teacher")
 
 
@@ -76,6 +77,9 @@ class System:
     # tandem only: the teacher starts from the model system 5's would be (system 2's, or the one trained to its own
     # budget) and trains on beside the student: a warm start (model.codert.teacher_nemo in mode tandem).
     warm_teacher: bool = False
+    # With warm_teacher: the teacher starts from system 2 of the same seed even where the table trains a teacher to
+    # its own budget (--static-teacher-steps) for 5: a two-phase CoDERT, teacher alone then tandem, same budget each.
+    same_budget_teacher: bool = False
 
     @property
     def learns_from_teacher_file(self) -> bool:
@@ -184,6 +188,17 @@ SYSTEMS: Sequence[System] = (
         share_decoder=False,
         curve=True,
         warm_teacher=True,
+        in_full_table=False,
+    ),
+    # CoDERT in two phases: the teacher alone for the table's steps (system 2, same seed), then tandem from it for as
+    # many (4h's recipe): the student's budget stays the baseline's, the teacher's is doubled.
+    System(
+        "codert_two_phase",
+        "4p CoDERT in two phases: 2, then tandem from it",
+        "tandem",
+        curve=True,
+        warm_teacher=True,
+        same_budget_teacher=True,
         in_full_table=False,
     ),
     # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
@@ -897,9 +912,10 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
             if system.learns_from_teacher_file:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
                 # trained to its own budget (static_teacher_steps).
-                teacher = Path(source.spec["run_dir"]) if source else teacher_run
+                own_budget = source is not None and not system.same_budget_teacher
+                teacher = Path(source.spec["run_dir"]) if own_budget else teacher_run
                 spec["teacher_nemo"] = str(teacher / "student.nemo")
-                needs = source.result if source else work / "train" / f"teacher_only-seed{seed}.json"
+                needs = source.result if own_budget else work / "train" / f"teacher_only-seed{seed}.json"
             jobs.append(Job(spec, needs))
     # Teachers first (the longest first): the static-teacher runs wait for them.
     return sorted(jobs, key=lambda j: (j is not source, j.spec["system"] != "teacher_only", j.needs is not None))
@@ -986,7 +1002,8 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         # seed means: t is system 2, except for a student of the teacher trained to its own budget, whose gap is to
         # that teacher (against system 2 a stronger teacher's student would close more than the whole gap).
         b, x = (statistics.fmean(d.values()) for d in (base, row["test_wer"]))
-        own_teacher = static_source is not None and BY_NAME[name].learns_from_teacher_file
+        system = BY_NAME[name]
+        own_teacher = static_source is not None and system.learns_from_teacher_file and not system.same_budget_teacher
         t = static_source["wer"] if own_teacher else statistics.fmean(teacher.values())
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((benchmark_corpus_dir(work, s) / "corpus.json").read_text())
@@ -1056,7 +1073,8 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         "over seeds; relative WER reduction vs 1, paired by seed, mean +- sd; share of the teacher-student gap "
         "closed, (WER_1 - WER_x) / (WER_1 - WER_2) of the seed means"
         + (
-            "; for a student of the teacher trained to its own budget (5, 9), WER_2 is that teacher's (below)"
+            "; for a student of the teacher trained to its own budget (5, 9, and the warm starts 4h, 6h), WER_2 is that "
+            "teacher's (below)"
             if s.static_teacher_steps
             else ""
         )
