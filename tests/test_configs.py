@@ -59,3 +59,23 @@ def test_the_streaming_config_distils_with_the_frame_shift_its_table_chose():
     assert parse_codert_config(small.model).kd_frame_shift == 0  # a full-context student pairs frames one to one
     for key in ("data", "model.optim", "trainer", "model.codert.kd_weight", "model.train_ds.augmentor"):
         assert OmegaConf.select(streaming, key) == OmegaConf.select(small, key), key
+
+
+def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path):
+    """Phase 1 of the two-phase recipe must train what benchmarks/results/two_phase_3seeds/ measured: system 2, the
+    teacher's architecture alone at the teacher's learning rate."""
+    pt = benchmark_module("paper_table")
+    settings = pt.Settings(
+        hours=1.0, dev_hours=0.1, test_hours=0.2, steps=1800, seeds=[0], val_every=300, time_steps=0, jobs=2
+    )
+    system_2 = pt.system_config(settings, pt.BY_NAME["teacher_only"], 0, tmp_path, None)
+    teacher = compose_config(
+        "codert_small_teacher", [f"data.dir={tmp_path}", "model.train_ds.seed=0", "trainer.max_steps=1800"]
+    )
+    OmegaConf.resolve(teacher)
+    assert teacher.model.student_encoder == teacher.model.encoder
+    assert parse_codert_config(teacher.model).mode == "student_only"
+    # The table spells out the KD target, which a student-only run does not read; all else must be equal.
+    system_2.model.codert.pop("kd_target")
+    for key in ("model", "trainer", "data"):
+        assert OmegaConf.select(teacher, key) == OmegaConf.select(system_2, key), key
