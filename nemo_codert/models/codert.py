@@ -27,7 +27,8 @@ attributes always point at the active side's, also after NeMo rebuilds them mid-
 This module holds the pair's structure. Its training objective and the concerns around it live in
 ``nemo_codert.models.mixins`` (the pair's losses and training step, inference on a chosen side, validation/test
 metrics of both sides, the auxiliary CTC heads, atomic ``.nemo`` writes, the BatchNorm guard for non-finite
-batches, the resumable shuffle); the static teacher's loading in ``nemo_codert.models.static_teacher``.
+batches, the resumable shuffle); a teacher from a ``.nemo`` (frozen, or warm-started) is loaded by
+``nemo_codert.models.teacher_file``.
 
 Layout per mode:
     tandem / static_teacher: teacher = (encoder, decoder, joint[, ctc_decoder in tandem]); student =
@@ -70,7 +71,7 @@ from nemo_codert.models.mixins import (
     StudentLadderMixin,
 )
 from nemo_codert.models.side import TransducerSide
-from nemo_codert.models.static_teacher import adopt_teacher_config, load_teacher_weights, restore_teacher
+from nemo_codert.models.teacher_file import adopt_teacher_config, load_teacher_weights, restore_teacher
 
 __all__ = ["CodertRNNTBPEModel"]
 
