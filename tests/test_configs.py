@@ -69,9 +69,7 @@ def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path):
         hours=1.0, dev_hours=0.1, test_hours=0.2, steps=1800, seeds=[0], val_every=300, time_steps=0, jobs=2
     )
     system_2 = pt.system_config(settings, pt.BY_NAME["teacher_only"], 0, tmp_path, None)
-    teacher = compose_config(
-        "codert_small_teacher", [f"data.dir={tmp_path}", "model.train_ds.seed=0", "trainer.max_steps=1800"]
-    )
+    teacher = compose_config("codert_small_teacher", [f"data.dir={tmp_path}", "model.train_ds.seed=0"])
     OmegaConf.resolve(teacher)
     assert teacher.model.student_encoder == teacher.model.encoder
     assert parse_codert_config(teacher.model).mode == "student_only"
