@@ -86,6 +86,12 @@ class System:
         """Whether the run needs a teacher .nemo (its spec's teacher_nemo): frozen, cached, or a warm start."""
         return self.mode in _TEACHER_FILE_MODES or self.warm_teacher
 
+    @property
+    def takes_own_budget_teacher(self) -> bool:
+        """Whether, in a table that trains a teacher to its own budget (--static-teacher-steps), the run learns from
+        that teacher rather than from system 2 of its seed."""
+        return self.learns_from_teacher_file and not self.same_budget_teacher
+
 
 def at_lambdas(template: System, lambdas: Sequence[Tuple[str, float]]) -> Tuple[System, ...]:
     """A lambda screen of ``template``: one system per (name suffix, lambda), its label naming the lambda; trained
@@ -912,7 +918,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
             if system.learns_from_teacher_file:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
                 # trained to its own budget (static_teacher_steps).
-                own_budget = source is not None and not system.same_budget_teacher
+                own_budget = source is not None and system.takes_own_budget_teacher
                 teacher = Path(source.spec["run_dir"]) if own_budget else teacher_run
                 spec["teacher_nemo"] = str(teacher / "student.nemo")
                 needs = source.result if own_budget else work / "train" / f"teacher_only-seed{seed}.json"
@@ -1002,9 +1008,8 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         # seed means: t is system 2, except for a student of the teacher trained to its own budget, whose gap is to
         # that teacher (against system 2 a stronger teacher's student would close more than the whole gap).
         b, x = (statistics.fmean(d.values()) for d in (base, row["test_wer"]))
-        system = BY_NAME[name]
-        own_teacher = static_source is not None and system.learns_from_teacher_file and not system.same_budget_teacher
-        t = static_source["wer"] if own_teacher else statistics.fmean(teacher.values())
+        own_budget = static_source is not None and BY_NAME[name].takes_own_budget_teacher
+        t = static_source["wer"] if own_budget else statistics.fmean(teacher.values())
         row["gap_closed"] = (b - x) / (b - t) if b != t else None
     corpus_meta = json.loads((benchmark_corpus_dir(work, s) / "corpus.json").read_text())
     return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta, "static_teacher_source": static_source}
