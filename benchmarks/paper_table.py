@@ -80,6 +80,9 @@ class System:
     # With warm_teacher: the teacher starts from system 2 of the same seed even where the table trains a teacher to
     # its own budget (--static-teacher-steps) for 5: a two-phase CoDERT, teacher alone then tandem, same budget each.
     same_budget_teacher: bool = False
+    # With warm_teacher: > 0 starts the teacher from system 2's config trained alone (same seed, a schedule of its
+    # own) for this share of the table's steps instead: a short head start, then tandem for the table's steps.
+    teacher_head_start: float = 0.0
 
     @property
     def learns_from_teacher_file(self) -> bool:
@@ -89,8 +92,8 @@ class System:
     @property
     def takes_own_budget_teacher(self) -> bool:
         """Whether, in a table that trains a teacher to its own budget (--static-teacher-steps), the run learns from
-        that teacher rather than from system 2 of its seed."""
-        return self.learns_from_teacher_file and not self.same_budget_teacher
+        that teacher rather than from system 2 of its seed (or from a head start of its own)."""
+        return self.learns_from_teacher_file and not (self.same_budget_teacher or self.teacher_head_start)
 
 
 def at_lambdas(template: System, lambdas: Sequence[Tuple[str, float]]) -> Tuple[System, ...]:
@@ -205,6 +208,17 @@ SYSTEMS: Sequence[System] = (
         curve=True,
         warm_teacher=True,
         same_budget_teacher=True,
+        in_full_table=False,
+    ),
+    # The same with a short phase 1: the teacher alone for a quarter of the table's steps (1800: 450 steps, a teacher
+    # far from trained), then tandem for the table's steps. Seed 0 of issue 10's screen: the best student yet.
+    System(
+        "codert_head_start",
+        "4q CoDERT after a teacher head start: 2 for a quarter of the steps, then tandem",
+        "tandem",
+        curve=True,
+        warm_teacher=True,
+        teacher_head_start=0.25,
         in_full_table=False,
     ),
     # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
@@ -888,6 +902,17 @@ def run_spec(
     }
 
 
+def head_start_job(s: Settings, system: System, seed: int, corpus_dir: Path, work: Path, threads: int) -> Job:
+    """Phase 1 of ``system`` (one with a ``teacher_head_start``): system 2 trained for its share of the table's steps,
+    the cosine schedule over those steps; named by its steps, so that systems of the same head start share it."""
+    steps = round(s.steps * system.teacher_head_start)
+    teacher = BY_NAME["teacher_only"]
+    stem = f"teacher_only_s{steps}-seed{seed}"
+    return Job(
+        run_spec(replace(s, steps=steps), teacher, seed, corpus_dir, work, kind="train", threads=threads, stem=stem)
+    )
+
+
 def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]:
     cores = os.cpu_count() or 1
     threads = max(1, cores // s.jobs) if kind == "train" else cores
@@ -915,7 +940,13 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 continue
             spec = run_spec(s, system, seed, corpus_dir, work, kind=kind, threads=threads)
             needs = None
-            if system.learns_from_teacher_file:
+            if system.teacher_head_start:
+                head = head_start_job(s, system, seed, corpus_dir, work, threads)
+                if kind == "train" and all(j.result != head.result for j in jobs):
+                    jobs.append(head)
+                spec["teacher_nemo"] = str(Path(head.spec["run_dir"]) / "student.nemo")
+                needs = head.result
+            elif system.learns_from_teacher_file:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
                 # trained to its own budget (static_teacher_steps).
                 own_budget = source is not None and system.takes_own_budget_teacher

@@ -327,17 +327,29 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):
     """The gap-closed column measures a student against the teacher it learnt from: with --static-teacher-steps that
     is the longer-trained teacher, not system 2 (against which a stronger teacher's student would close more than the
-    whole gap). A two-phase CoDERT starts from system 2 of its own seed, and its gap is to system 2."""
+    whole gap). A two-phase CoDERT starts from system 2 of its own seed (4p) or from a head start of its own, system 2
+    trained for a quarter of the steps (4q); the gap of both is to system 2."""
     pt = benchmark_module("paper_table")
     settings = replace(
         pt.PRESETS["quick"],
         seeds=[0],
         static_teacher_steps=7,
-        systems=["student_only", "teacher_only", "codert", "static_teacher", "codert_warm", "codert_two_phase"],
+        systems=[
+            "student_only",
+            "teacher_only",
+            "codert",
+            "static_teacher",
+            "codert_warm",
+            "codert_two_phase",
+            "codert_head_start",
+        ],
     )
     jobs = pt.plan_jobs(settings, tmp_path, tmp_path, "train")
     source = next(j for j in jobs if "teacher_source" in j.result.stem)
     system_2 = next(j for j in jobs if j.result.stem == "teacher_only-seed0")
+    head = next(j for j in jobs if j.result.stem == "teacher_only_s10-seed0")  # 2 for a quarter of the 40 steps
+    assert (head.spec["system"], head.spec["settings"]["steps"], head.needs) == ("teacher_only", 10, None)
+    assert jobs.index(head) < jobs.index(next(j for j in jobs if j.spec["system"] == "codert_head_start"))
     for job in jobs:  # the frozen teacher and the warm start are that teacher's file, and wait for it
         if job.spec["system"] in ("static_teacher", "codert_warm"):
             assert job.spec["teacher_nemo"] == str(Path(source.spec["run_dir"]) / "student.nemo")
@@ -345,6 +357,9 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
         if job.spec["system"] == "codert_two_phase":
             assert job.spec["teacher_nemo"] == str(Path(system_2.spec["run_dir"]) / "student.nemo")
             assert job.needs == system_2.result
+        if job.spec["system"] == "codert_head_start":
+            assert job.spec["teacher_nemo"] == str(Path(head.spec["run_dir"]) / "student.nemo")
+            assert job.needs == head.result
     wers = {
         "teacher_source": 0.30,
         "student_only": 0.50,
@@ -353,6 +368,7 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
         "static_teacher": 0.40,
         "codert_warm": 0.42,
         "codert_two_phase": 0.43,
+        "codert_head_start": 0.41,
     }
     scores = {}
     for job in jobs:
@@ -368,6 +384,7 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
     assert rows["static_teacher"]["gap_closed"] == pytest.approx((0.50 - 0.40) / (0.50 - 0.30))  # to its teacher
     assert rows["codert_warm"]["gap_closed"] == pytest.approx((0.50 - 0.42) / (0.50 - 0.30))
     assert rows["codert_two_phase"]["gap_closed"] == pytest.approx((0.50 - 0.43) / (0.50 - 0.45))
+    assert rows["codert_head_start"]["gap_closed"] == pytest.approx((0.50 - 0.41) / (0.50 - 0.45))
 
 
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
