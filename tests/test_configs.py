@@ -61,15 +61,24 @@ def test_the_streaming_config_distils_with_the_frame_shift_its_table_chose():
         assert OmegaConf.select(streaming, key) == OmegaConf.select(small, key), key
 
 
-def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path):
+@pytest.mark.parametrize("max_steps", [None, 450])
+def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path, max_steps):
     """Phase 1 of the two-phase recipe must train what benchmarks/results/two_phase_3seeds/ measured: system 2, the
-    teacher's architecture alone at the teacher's learning rate."""
+    teacher's architecture alone at the teacher's learning rate; with trainer.max_steps=450 (the README's cheaper
+    phase 1) it must be the head start of system 4q (benchmarks/results/head_start_3seeds/)."""
     pt = benchmark_module("paper_table")
     settings = pt.Settings(
         hours=1.0, dev_hours=0.1, test_hours=0.2, steps=1800, seeds=[0], val_every=300, time_steps=0, jobs=2
     )
+    if max_steps:
+        head = pt.head_start_job(settings, pt.BY_NAME["codert_head_start"], 0, tmp_path, tmp_path, 1)
+        settings = pt.Settings(**head.spec["settings"])
+        assert settings.steps == max_steps
     system_2 = pt.system_config(settings, pt.BY_NAME["teacher_only"], 0, tmp_path, None)
-    teacher = compose_config("codert_small_teacher", [f"data.dir={tmp_path}", "model.train_ds.seed=0"])
+    overrides = [f"data.dir={tmp_path}", "model.train_ds.seed=0"] + (
+        [f"trainer.max_steps={max_steps}"] * bool(max_steps)
+    )
+    teacher = compose_config("codert_small_teacher", overrides)
     OmegaConf.resolve(teacher)
     assert teacher.model.student_encoder == teacher.model.encoder
     assert parse_codert_config(teacher.model).mode == "student_only"
