@@ -211,7 +211,8 @@ SYSTEMS: Sequence[System] = (
         in_full_table=False,
     ),
     # The same with a short phase 1: the teacher alone for a quarter of the table's steps (1800: 450 steps, a teacher
-    # far from trained), then tandem for the table's steps. Seed 0 of issue 10's screen: the best student yet.
+    # far from trained), then tandem for the table's steps: level with 4p at a quarter of its phase 1
+    # (benchmarks/results/head_start_3seeds/).
     System(
         "codert_head_start",
         "4q CoDERT after a teacher head start: 2 for a quarter of the steps, then tandem",

@@ -75,9 +75,9 @@ def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path, max_steps):
         settings = pt.Settings(**head.spec["settings"])
         assert settings.steps == max_steps
     system_2 = pt.system_config(settings, pt.BY_NAME["teacher_only"], 0, tmp_path, None)
-    overrides = [f"data.dir={tmp_path}", "model.train_ds.seed=0"] + (
-        [f"trainer.max_steps={max_steps}"] * bool(max_steps)
-    )
+    overrides = [f"data.dir={tmp_path}", "model.train_ds.seed=0"]
+    if max_steps:
+        overrides.append(f"trainer.max_steps={max_steps}")
     teacher = compose_config("codert_small_teacher", overrides)
     OmegaConf.resolve(teacher)
     assert teacher.model.student_encoder == teacher.model.encoder
