@@ -61,24 +61,40 @@ def test_the_streaming_config_distils_with_the_frame_shift_its_table_chose():
         assert OmegaConf.select(streaming, key) == OmegaConf.select(small, key), key
 
 
-@pytest.mark.parametrize("max_steps", [None, 450])
-def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path, max_steps):
-    """Phase 1 of the two-phase recipe must train what benchmarks/results/two_phase_3seeds/ measured: system 2, the
-    teacher's architecture alone at the teacher's learning rate; with trainer.max_steps=450 (the README's cheaper
-    phase 1) it must be the head start of system 4q (benchmarks/results/head_start_3seeds/)."""
+@pytest.mark.parametrize(
+    "config, table_config, max_steps, head_start",
+    [
+        ("codert_small_teacher", "codert_small", None, False),
+        ("codert_small_teacher", "codert_small", 450, True),
+        ("codert_streaming_teacher", "codert_streaming", None, True),
+    ],
+)
+def test_the_teacher_configs_are_the_paper_tables_system_2(tmp_path, config, table_config, max_steps, head_start):
+    """Phase 1 of the two-phase recipe must train what the tables measured: system 2, the teacher's architecture
+    alone at the teacher's learning rate, for the table's steps (benchmarks/results/two_phase_3seeds/) or for system
+    4q's head start (benchmarks/results/head_start_3seeds/: codert_small_teacher with trainer.max_steps=450, the
+    README's cheaper phase 1; benchmarks/results/streaming_head_start/: codert_streaming_teacher as shipped)."""
     pt = benchmark_module("paper_table")
     settings = pt.Settings(
-        hours=1.0, dev_hours=0.1, test_hours=0.2, steps=1800, seeds=[0], val_every=300, time_steps=0, jobs=2
+        hours=1.0,
+        dev_hours=0.1,
+        test_hours=0.2,
+        steps=1800,
+        seeds=[0],
+        val_every=300,
+        time_steps=0,
+        jobs=2,
+        config=table_config,
     )
-    if max_steps:
+    if head_start:
         head = pt.head_start_job(settings, pt.BY_NAME["codert_head_start"], 0, tmp_path, tmp_path, 1)
         settings = pt.Settings(**head.spec["settings"])
-        assert settings.steps == max_steps
+        assert settings.steps == 450
     system_2 = pt.system_config(settings, pt.BY_NAME["teacher_only"], 0, tmp_path, None)
     overrides = [f"data.dir={tmp_path}", "model.train_ds.seed=0"]
     if max_steps:
         overrides.append(f"trainer.max_steps={max_steps}")
-    teacher = compose_config("codert_small_teacher", overrides)
+    teacher = compose_config(config, overrides)
     OmegaConf.resolve(teacher)
     assert teacher.model.student_encoder == teacher.model.encoder
     assert parse_codert_config(teacher.model).mode == "student_only"
@@ -86,3 +102,13 @@ def test_the_teacher_config_is_the_paper_tables_system_2(tmp_path, max_steps):
     system_2.model.codert.pop("kd_target")
     for key in ("model", "trainer", "data"):
         assert OmegaConf.select(teacher, key) == OmegaConf.select(system_2, key), key
+
+
+def test_the_streaming_teacher_subsamples_like_the_streaming_student():
+    """CoDERT pairs frames one to one: a phase 1 with symmetric subsampling (codert_small_teacher) would hand phase 2
+    a teacher that emits one frame fewer per 1024 input frames than the streaming student."""
+    teacher, streaming = compose_config("codert_streaming_teacher"), compose_config("codert_streaming")
+    OmegaConf.resolve(teacher)
+    assert teacher.model.student_encoder.causal_downsampling is True
+    assert teacher.model.encoder == streaming.model.encoder
+    assert compose_config("codert_small_teacher").model.encoder.get("causal_downsampling", False) is False

@@ -120,3 +120,14 @@ def test_the_streaming_pair_trains_with_a_kd_frame_shift(corpus):
     trainer.fit(model)
     assert trainer.global_step == 2
     assert any(not torch.equal(v, model.student_encoder.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_teacher_with_symmetric_subsampling_cannot_start_a_streaming_tandem_run(corpus, tmp_path):
+    """Phase 1 of a streaming two-phase run must be conf/codert_streaming_teacher.yaml (causal subsampling): a model
+    with codert_small_teacher's symmetric subsampling emits one frame fewer per 1024 input frames than the streaming
+    student, and CoDERT, which distils frame by frame, must refuse it by name rather than misalign."""
+    symmetric = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.mode": "student_only"}))
+    teacher = export_side(symmetric, "student", tmp_path / "teacher.nemo")
+    cfg = tiny_config(corpus, "codert_streaming", **{"codert.teacher_nemo": str(teacher)})
+    with pytest.raises(ValueError, match=r"model.student_encoder: subsampling factor 3.98\d* differs .*\(257 vs 256"):
+        CodertRNNTBPEModel(cfg=cfg)
