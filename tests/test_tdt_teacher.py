@@ -97,6 +97,25 @@ def test_tdt_pair_trains_in_tandem(corpus):
     assert 0 <= metrics["val_wer"] and 0 <= metrics["val_wer_teacher"]
 
 
+def test_tandem_from_a_tdt_teacher_file_starts_from_it_and_trains_it_on(corpus, tdt_teacher):
+    """A user's TDT model as the start of a tandem run (mode tandem + teacher_nemo, the two-phase recipe's phase 2):
+    the TDT joint comes from the file and is shared, both sides train on the TDT loss, and the teacher trains on."""
+    stock = ASRModel.restore_from(str(tdt_teacher), map_location="cpu")
+    torch.manual_seed(0)
+    trainer = make_trainer(max_steps=2, log_every_n_steps=1)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_nemo": str(tdt_teacher)}), trainer=trainer)
+    assert model.joint.num_extra_outputs == model.student_joint.num_extra_outputs == len(DURATIONS)
+    assert isinstance(model.loss._loss, DispatchingTDTLossNumba)
+    for name in ("encoder", "joint"):
+        for k, v in getattr(stock, name).state_dict().items():
+            assert torch.equal(getattr(model, name).state_dict()[k], v), f"{name}.{k} not loaded from the .nemo"
+    teacher_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer.fit(model)
+    for key in ("train_rnnt_student", "train_rnnt_teacher", "train_kd"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    assert any(not torch.equal(v, model.encoder.state_dict()[k]) for k, v in teacher_before.items())
+
+
 def test_tdt_teacher_distils_into_a_plain_rnnt_student_through_the_cache(corpus, tdt_teacher, tmp_path):
     teacher = ASRModel.restore_from(str(tdt_teacher), map_location="cpu")
     cache = write_teacher_cache(teacher, corpus.train_manifest, tmp_path / "cache", k=4, batch_size=8)
