@@ -84,6 +84,16 @@ class System:
     # own) for this share of the table's steps instead: a short head start, then tandem for the table's steps.
     teacher_head_start: float = 0.0
 
+    def __post_init__(self) -> None:
+        # The fields' pairings: a system that broke one would train something other than its label says, silently
+        # (plan_jobs reads same_budget_teacher and teacher_head_start only for a warm tandem teacher).
+        if self.warm_teacher and self.mode != "tandem":
+            raise ValueError(f"System {self.name}: warm_teacher is a tandem run's, not mode {self.mode!r}'s")
+        if (self.same_budget_teacher or self.teacher_head_start) and not self.warm_teacher:
+            raise ValueError(f"System {self.name}: same_budget_teacher and teacher_head_start need warm_teacher")
+        if not 0.0 <= self.teacher_head_start < 1.0:
+            raise ValueError(f"System {self.name}: teacher_head_start {self.teacher_head_start} is not in [0, 1)")
+
     @property
     def learns_from_teacher_file(self) -> bool:
         """Whether the run needs a teacher .nemo (its spec's teacher_nemo): frozen, cached, or a warm start."""

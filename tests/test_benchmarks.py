@@ -324,6 +324,23 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
             assert (key(system) != before[system]) == (system in retrained_by[field]), (system, field)
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"mode": "static_teacher", "warm_teacher": True}, "warm_teacher is a tandem run's"),
+        ({"teacher_head_start": 0.25}, "need warm_teacher"),
+        ({"same_budget_teacher": True}, "need warm_teacher"),
+        ({"warm_teacher": True, "teacher_head_start": 1.0}, r"teacher_head_start 1.0 is not in \[0, 1\)"),
+    ],
+)
+def test_a_system_whose_teacher_fields_do_not_pair_is_refused(fields, message):
+    """plan_jobs reads the head start and the same-budget teacher only for a warm tandem teacher: a system that set
+    them alone would train another recipe than its label names, with no error."""
+    pt = benchmark_module("paper_table")
+    with pytest.raises(ValueError, match=f"System x: .*{message}"):
+        pt.System("x", "x", **{"mode": "tandem", **fields})
+
+
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):
     """The gap-closed column measures a student against the teacher it learnt from: with --static-teacher-steps that
     is the longer-trained teacher, not system 2 (against which a stronger teacher's student would close more than the
