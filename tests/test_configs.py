@@ -73,7 +73,9 @@ def test_the_teacher_configs_are_the_paper_tables_system_2(tmp_path, config, tab
     """Phase 1 of the two-phase recipe must train what the tables measured: system 2, the teacher's architecture
     alone at the teacher's learning rate, for the table's steps (benchmarks/results/two_phase_3seeds/) or for system
     4q's head start (benchmarks/results/head_start_3seeds/: codert_small_teacher with trainer.max_steps=450, the
-    README's cheaper phase 1; benchmarks/results/streaming_head_start/: codert_streaming_teacher as shipped)."""
+    README's cheaper phase 1), and codert_streaming_teacher as shipped is that head start under --config
+    codert_streaming at the shipped 1800 steps (the streaming tables, benchmarks/results/streaming_head_start*/, ran
+    1200 steps with a 300-step head start: the same share)."""
     pt = benchmark_module("paper_table")
     settings = pt.Settings(
         hours=1.0,
