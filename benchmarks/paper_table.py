@@ -83,6 +83,9 @@ class System:
     # With warm_teacher: > 0 starts the teacher from system 2's config trained alone (same seed, a schedule of its
     # own) for this share of the table's steps instead: a short head start, then tandem for the table's steps.
     teacher_head_start: float = 0.0
+    # tandem: > 0 makes the head start part of the one run (model.codert.teacher_lead_steps): the teacher side alone
+    # for this share of the table's steps, then tandem for the table's steps (trainer.max_steps = the sum).
+    teacher_lead: float = 0.0
 
     def __post_init__(self) -> None:
         # The fields' pairings: a system that broke one would train something other than its label says, silently
@@ -91,8 +94,13 @@ class System:
             raise ValueError(f"System {self.name}: warm_teacher is a tandem run's, not mode {self.mode!r}'s")
         if (self.same_budget_teacher or self.teacher_head_start) and not self.warm_teacher:
             raise ValueError(f"System {self.name}: same_budget_teacher and teacher_head_start need warm_teacher")
-        if not 0.0 <= self.teacher_head_start < 1.0:
-            raise ValueError(f"System {self.name}: teacher_head_start {self.teacher_head_start} is not in [0, 1)")
+        for name in ("teacher_head_start", "teacher_lead"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"System {self.name}: {name} {getattr(self, name)} is not in [0, 1)")
+        if self.teacher_lead and (self.mode != "tandem" or self.warm_teacher):
+            raise ValueError(
+                f"System {self.name}: teacher_lead is a tandem run's own head start, not a warm teacher's"
+            )
 
     @property
     def learns_from_teacher_file(self) -> bool:
@@ -230,6 +238,17 @@ SYSTEMS: Sequence[System] = (
         curve=True,
         warm_teacher=True,
         teacher_head_start=0.25,
+        in_full_table=False,
+    ),
+    # 4q in one run: the same quarter of the steps as a lead of the tandem run's teacher side (prediction network and
+    # joint included) before the students join, moments and schedule restarted at the hand-over as 4q's second run
+    # starts them.
+    System(
+        "codert_lead",
+        "4r CoDERT after a teacher lead in one run: the teacher side alone for a quarter of the steps, then tandem",
+        "tandem",
+        curve=True,
+        teacher_lead=0.25,
         in_full_table=False,
     ),
     # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
@@ -586,6 +605,9 @@ def system_config(
         cfg.model.train_ds.seed = seed
         cfg.trainer.max_steps = settings.steps
         c = cfg.model.codert
+        if system.teacher_lead:
+            c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
+            cfg.trainer.max_steps = settings.steps + c.teacher_lead_steps  # the student's steps stay the table's
         c.mode = system.mode
         if system.kd_weight is not None:
             c.kd_weight = system.kd_weight
@@ -750,7 +772,7 @@ def run_worker(spec_path: Path) -> None:
     validate = (system.curve or spec.get("curve", False)) and not timing  # a sweep asks for every point's curve
     trainer = quiet_trainer(
         accelerator=settings.accelerator,
-        max_steps=3 + settings.time_steps if timing else settings.steps,
+        max_steps=3 + settings.time_steps if timing else cfg.trainer.max_steps,
         val_check_interval=settings.val_every if validate else None,
         check_val_every_n_epoch=None if validate else 1,
         limit_val_batches=1.0 if validate else 0,

@@ -69,6 +69,7 @@ from nemo_codert.models.mixins import (
     SideInferenceMixin,
     SideMetricsMixin,
     StudentLadderMixin,
+    TeacherLeadMixin,
 )
 from nemo_codert.models.side import TransducerSide
 from nemo_codert.models.teacher_file import adopt_teacher_config, load_teacher_weights, restore_teacher
@@ -79,6 +80,7 @@ __all__ = ["CodertRNNTBPEModel"]
 class CodertRNNTBPEModel(
     AtomicSaveMixin,
     AuxCtcHeadsMixin,
+    TeacherLeadMixin,
     KdGateMixin,
     NormStatisticsGuardMixin,
     OfflineTeacherMixin,

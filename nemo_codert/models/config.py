@@ -87,6 +87,10 @@ class CodertConfig:
     # always: KD from the first step. teacher_leads: KD waits for the first validation at which the teacher's dev WER
     # is below the student's (distilling a teacher that trails pulls the student back); the ramp starts there.
     kd_start: str = "always"
+    # N > 0 (tandem): the teacher side trains alone for the run's first N steps, then the students join with the
+    # optimiser's moments and the lr schedule started afresh: a teacher head start in one run (TeacherLeadMixin).
+    # trainer.max_steps counts the lead too.
+    teacher_lead_steps: int = 0
     # What the KD term compares: CoDERT's encoder logits (B x T x (V+1)), or the collapsed joint posteriors at every
     # lattice node (B x T x (U+1) x 3), Panchapagesan et al. 2021, for comparison; both weighted λ·τ².
     kd_target: str = "encoder_logits"
@@ -146,7 +150,8 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             f"model.codert.kd_frame_shift: {cfg.kd_frame_shift} frames is defined for kd_target encoder_logits only, "
             f"not {cfg.kd_target}"
         )
-    for name in ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps", "kd_frame_shift"):
+    names = ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps", "kd_frame_shift")
+    for name in names + ("teacher_lead_steps",):
         if getattr(cfg, name) < 0:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:
@@ -167,6 +172,12 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             f"model.rnnt_reduction: {reduction!r} is not supported by CoDERT (one of {', '.join(KD_REDUCTIONS)}): "
             "the KD and CTC terms are reduced like the RNN-T loss they join, and a per-token normalisation has "
             "no frame-level counterpart"
+        )
+    if cfg.teacher_lead_steps and (cfg.mode != "tandem" or cfg.teacher_rnnt_weight == 0):
+        raise ValueError(
+            f"model.codert.teacher_lead_steps: {cfg.teacher_lead_steps} steps of the teacher learning alone need a "
+            f"teacher that learns (mode tandem, teacher_rnnt_weight > 0); got mode {cfg.mode!r}, teacher_rnnt_weight "
+            f"{cfg.teacher_rnnt_weight}"
         )
     if cfg.teacher_lr_scale <= 0:
         raise ValueError(f"model.codert.teacher_lr_scale: must be > 0, got {cfg.teacher_lr_scale}")

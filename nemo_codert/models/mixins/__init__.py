@@ -11,6 +11,7 @@ from nemo_codert.models.mixins.resumable_shuffle import ResumableShuffleMixin
 from nemo_codert.models.mixins.side_inference import SideInferenceMixin
 from nemo_codert.models.mixins.side_metrics import SideMetricsMixin
 from nemo_codert.models.mixins.student_ladder import StudentLadderMixin
+from nemo_codert.models.mixins.teacher_lead import TeacherLeadMixin
 
 __all__ = [
     "AtomicSaveMixin",
@@ -23,4 +24,5 @@ __all__ = [
     "SideInferenceMixin",
     "SideMetricsMixin",
     "StudentLadderMixin",
+    "TeacherLeadMixin",
 ]

@@ -111,6 +111,10 @@ class PairLossesMixin:
             z_s, z_t, lengths, temperature=temperature, reduction=reduction, frame_shift=self.codert.kd_frame_shift
         )
 
+    def students_learn_now(self) -> bool:
+        """Whether this step runs the students (``TeacherLeadMixin``: not while the teacher leads)."""
+        return True
+
     def kd_start_step(self) -> Optional[int]:
         """The step the KD term starts at (λ's ramp counts from it); None while it is off. ``KdGateMixin`` may defer
         it until the teacher leads."""
@@ -218,7 +222,8 @@ class PairLossesMixin:
         features = self._augment(clean, feature_len)
         # A static teacher has no RNN-T loss: its prediction network runs only for the lattice KD target.
         lattice = self.codert.kd_target == "joint_lattice"
-        students = self.students()  # the primary student first; more with model.student_encoders
+        # The primary student first; more with model.student_encoders; none while a teacher head start runs.
+        students = self.students() if self.students_learn_now() else {}
         sides = dict(students)
         if self.codert.mode == "tandem" or (lattice and self.has_teacher):
             sides["teacher"] = self.teacher
@@ -243,7 +248,7 @@ class PairLossesMixin:
             loss = loss + self.codert.weights_of(name)[0] * loss_s
             encoded[name] = (enc_s, enc_s_len, z_s)
         student = self.student
-        enc_s, enc_s_len, z_s = encoded[self.student_names[0]]
+        enc_s, enc_s_len, z_s = encoded.get(self.student_names[0], (None, None, None))
 
         if self.has_teacher:
             tandem = self.codert.mode == "tandem"
@@ -252,7 +257,9 @@ class PairLossesMixin:
             clean_targets = self.codert.kd_teacher_input == "clean" and features is not clean
             teacher_in = clean if clean_targets and not tandem else features
             enc_t, enc_t_len = self._encode_teacher(teacher_in, feature_len)
-            if not torch.equal(enc_t_len, enc_s_len):
+            if not students:  # the teacher leads alone: its lengths are the step's
+                out.update(encoded_len=enc_t_len, wer_num=None, wer_denom=None)
+            elif not torch.equal(enc_t_len, enc_s_len):
                 raise RuntimeError(
                     f"CoDERT: teacher and student encoders emitted different frame counts "
                     f"({enc_t_len.tolist()} vs {enc_s_len.tolist()}); they must share one frame rate"
@@ -355,7 +362,7 @@ class PairLossesMixin:
         logs["train_loss"] = loss.detach()
         logs["learning_rate"] = self._optimizer.param_groups[0]["lr"]
         logs["global_step"] = torch.tensor(self.trainer.global_step, dtype=torch.float32)
-        if compute_wer:
+        if compute_wer and out["wer_num"] is not None:  # (no student ran while the teacher leads alone)
             logs["training_batch_wer"] = out["wer_num"].float() / out["wer_denom"]
         self.log_dict(logs)
 

@@ -1,0 +1,103 @@
+"""A teacher head start inside one tandem run: ``model.codert.teacher_lead_steps``.
+
+Why: on this project's recipe a student distils best from a teacher that already leads. The measured way to get one
+was two runs (the teacher architecture alone for a quarter of the steps, ``conf/codert_small_teacher.yaml``, then
+tandem from its export: system 4q of ``benchmarks/paper_table.py``). This mixin makes the same schedule one run:
+
+- steps ``[0, N)``, the lead: the teacher side (encoder, the shared prediction network and joint, its aux_ctc head)
+  trains alone. No student encoder runs, so no student parameter has a gradient and AdamW leaves it untouched
+  (decoupled weight decay included: AdamW skips parameters without a gradient). Every parameter group learns at the
+  teacher encoder's rate, as the teacher-alone run of the two-run recipe does, under a schedule of its own over the N
+  steps (warm-up and cosine of ``model.optim.sched``).
+- at step N, the hand-over: the optimiser's moments are cleared and the schedule starts again, warm-up included, over
+  the remaining ``trainer.max_steps - N`` steps with each group at its own rate, as the tandem run of the two-run
+  recipe starts them fresh. From there on it is a tandem run; KD's warm-up (``kd_warmup_steps``) counts from N.
+
+So ``trainer.max_steps`` is the lead plus the student's steps: 1800 student steps after a 450-step lead are
+``trainer.max_steps=2250 model.codert.teacher_lead_steps=450``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
+from nemo.utils import logging
+
+__all__ = ["TeacherLeadMixin"]
+
+
+class TeacherLeadMixin:
+    """Put it before ``PairLossesMixin`` in the bases. It overrides ``students_learn_now`` (whether this training step
+    runs the students, read by ``PairLossesMixin.codert_losses``), ``kd_start_step`` (not before the hand-over),
+    ``setup_optimization`` (the two schedules), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (a run
+    that ends inside the lead is refused). The host provides ``codert`` (``teacher_lead_steps``), ``encoder`` (the
+    teacher's) and NeMo's ``_optimizer``/``_scheduler``/``_trainer``."""
+
+    _handed_over = False
+
+    @property
+    def teacher_lead_steps(self) -> int:
+        return self.codert.teacher_lead_steps
+
+    def _global_step(self) -> Optional[int]:
+        trainer = getattr(self, "_trainer", None)
+        return None if trainer is None else int(trainer.global_step)
+
+    def students_learn_now(self) -> bool:
+        step = self._global_step()
+        leading = self.training and step is not None and step < self.teacher_lead_steps
+        return super().students_learn_now() and not leading
+
+    def kd_start_step(self) -> Optional[int]:
+        start = super().kd_start_step()
+        return None if start is None else max(start, self.teacher_lead_steps)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        lead, max_steps = self.teacher_lead_steps, self.trainer.max_steps
+        if lead and 0 <= max_steps <= lead:
+            raise ValueError(
+                f"model.codert.teacher_lead_steps: {lead} steps of teacher alone, but trainer.max_steps is "
+                f"{max_steps}: the student would never train. trainer.max_steps counts the lead too (lead + the "
+                "student's steps)"
+            )
+
+    def setup_optimization(self, optim_config=None, optim_kwargs=None):
+        super().setup_optimization(optim_config, optim_kwargs)
+        lead = self.teacher_lead_steps
+        scheduled = self._scheduler is not None and self._trainer is not None and self._trainer.max_steps > lead
+        if not lead or not scheduled:
+            return
+        sched = OmegaConf.to_container(self._cfg.optim.sched, resolve=True)
+        phases = []
+        for steps in (lead, self._trainer.max_steps - lead):
+            phases.append(prepare_lr_scheduler(self._optimizer, dict(sched, max_steps=steps), self._train_dl))
+        lead_sched, tandem = phases[0]["scheduler"], phases[1]
+        # The lead: every group at the teacher encoder's rate (each group's ``initial_lr``, what a group was built
+        # with; the teacher's is lr x teacher_lr_scale, or its optim_param_groups entry).
+        teacher = {id(p) for p in self.encoder.parameters()}
+        teacher_lr = next(g["initial_lr"] for g in self._optimizer.param_groups if id(g["params"][0]) in teacher)
+        lead_sched.base_lrs = [teacher_lr] * len(self._optimizer.param_groups)
+        # torch's own sequence of schedulers; it restarts the second at the milestone (its step(0), which warns once
+        # that an epoch argument is deprecated).
+        sequence = torch.optim.lr_scheduler.SequentialLR(
+            self._optimizer, [lead_sched, tandem["scheduler"]], milestones=[lead]
+        )
+        self._scheduler = dict(tandem, scheduler=sequence)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        result = super().on_train_batch_start(batch, batch_idx)
+        lead = self.teacher_lead_steps
+        if lead and self._global_step() == lead:
+            # The hand-over: Adam's moments start afresh (they would in a second run). Clearing again within one
+            # accumulated step is harmless: moments are only made at an optimiser step.
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+            if not self._handed_over:
+                logging.info(f"CoDERT: the teacher led for {lead} steps; the students start now")
+            self._handed_over = True
+        return result

@@ -1,0 +1,95 @@
+"""A teacher head start inside one tandem run (``model.codert.teacher_lead_steps``), on real NeMo models, real
+audio and a real Lightning fit: the students are untouched during the lead, and at the hand-over the optimiser's
+moments and NeMo's lr schedule start afresh."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
+
+from nemo_codert.models import CodertRNNTBPEModel
+
+from helpers.factories import make_trainer, tiny_config
+
+LEAD, STEPS = 2, 4
+
+
+class _Recorder(Callback):
+    """Per optimiser step: the lr of each group it steps with, the student's and the teacher's weights after it, and
+    Adam's step count of a teacher weight."""
+
+    def __init__(self):
+        self.lrs, self.student, self.teacher, self.adam_steps = [], [], [], []
+
+    def on_train_batch_start(self, trainer, model, batch, batch_idx):
+        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+    def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx):
+        self.student.append([p.detach().clone() for p in _student_params(model)])
+        self.teacher.append([p.detach().clone() for p in model.encoder.parameters()])
+        state = trainer.optimizers[0].state.get(next(model.encoder.parameters()), {})
+        self.adam_steps.append(int(state["step"]) if "step" in state else 0)
+
+
+def _student_params(model):
+    return [*model.student_encoder.parameters(), *model.student_joint.enc.parameters()]
+
+
+def _nemo_schedule(group_lrs, steps, sched_cfg, n):
+    """The lrs NeMo's scheduler of ``sched_cfg`` gives groups starting at ``group_lrs`` over ``steps``: first n."""
+    groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in group_lrs]
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = prepare_lr_scheduler(optimizer, dict(sched_cfg, max_steps=steps))["scheduler"]
+    out = []
+    for _ in range(n):
+        out.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_the_teacher_leads_alone_then_the_students_join_with_fresh_moments_and_schedule(corpus):
+    cfg = tiny_config(
+        corpus,
+        **{"codert.teacher_lead_steps": LEAD, "codert.teacher_lr_scale": 0.5, "optim.sched.warmup_steps": 1},
+    )
+    trainer = make_trainer(max_steps=STEPS, log_every_n_steps=1)
+    recorder = _Recorder()
+    trainer.callbacks.append(recorder)
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    start = [p.detach().clone() for p in _student_params(model)]
+    teacher_start = [p.detach().clone() for p in model.encoder.parameters()]
+    trainer.fit(model)
+    assert trainer.global_step == STEPS
+
+    # The lead: not one student weight moves (no gradient, so no AdamW step and no weight decay); the teacher learns.
+    for after in recorder.student[:LEAD]:
+        assert all(torch.equal(a, b) for a, b in zip(after, start))
+    assert not all(torch.equal(a, b) for a, b in zip(recorder.teacher[0], teacher_start))
+    # The hand-over: the students learn, and Adam's moments were made afresh (the teacher's step count restarts).
+    assert not all(torch.equal(a, b) for a, b in zip(recorder.student[LEAD], start))
+    assert recorder.adam_steps == [1, 2, 1, 2]
+    assert model.kd_start_step() == LEAD
+
+    # NeMo's schedule twice: over the lead with every group at the teacher's rate, then from its start again over the
+    # remaining steps with each group at its own rate (the rest at lr, the teacher encoder at lr x 0.5).
+    sched = dict(cfg.optim.sched)
+    lr = cfg.optim.lr
+    expected = _nemo_schedule([0.5 * lr, 0.5 * lr], LEAD, sched, LEAD)
+    expected += _nemo_schedule([lr, 0.5 * lr], STEPS - LEAD, sched, STEPS - LEAD)
+    torch.testing.assert_close(torch.tensor(recorder.lrs), torch.tensor(expected))
+    assert expected[LEAD][0] < expected[LEAD - 1][0] * 2  # (the restart begins at a warm-up value, not at lr)
+
+
+def test_a_teacher_lead_needs_a_learning_teacher_and_steps_after_it(corpus):
+    with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps .* mode 'student_only'"):
+        CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2, "codert.mode": "student_only"}))
+    with pytest.raises(ValueError, match="teacher_lead_steps: must be >= 0"):
+        CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": -1}))
+    trainer = make_trainer(max_steps=2)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
+    with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps of teacher alone, but trainer.max_steps is 2"):
+        trainer.fit(model)
