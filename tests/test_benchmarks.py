@@ -331,6 +331,9 @@ def test_codert_systems_train_with_the_configs_lambda_and_a_new_default_retrains
         ({"teacher_head_start": 0.25}, "need warm_teacher"),
         ({"same_budget_teacher": True}, "need warm_teacher"),
         ({"warm_teacher": True, "teacher_head_start": 1.0}, r"teacher_head_start 1.0 is not in \[0, 1\)"),
+        ({"teacher_lead": 1.5}, r"teacher_lead 1.5 is not in \[0, 1\)"),
+        ({"warm_teacher": True, "teacher_lead": 0.25}, "teacher_lead is a tandem run's own head start"),
+        ({"mode": "static_teacher", "teacher_lead": 0.25}, "teacher_lead is a tandem run's own head start"),
     ],
 )
 def test_a_system_whose_teacher_fields_do_not_pair_is_refused(fields, message):
@@ -339,6 +342,15 @@ def test_a_system_whose_teacher_fields_do_not_pair_is_refused(fields, message):
     pt = benchmark_module("paper_table")
     with pytest.raises(ValueError, match=f"System x: .*{message}"):
         pt.System("x", "x", **{"mode": "tandem", **fields})
+
+
+def test_a_teacher_lead_system_trains_the_tables_student_steps_after_its_lead(tmp_path):
+    """4r's run is the lead plus the table's steps, so its student gets the baseline's budget."""
+    pt = benchmark_module("paper_table")
+    settings = replace(pt.PRESETS["quick"], steps=1800)
+    cfg = pt.system_config(settings, pt.BY_NAME["codert_lead"], 0, tmp_path, None)
+    assert cfg.model.codert.teacher_lead_steps == 450 and cfg.trainer.max_steps == 2250
+    assert cfg.model.codert.mode == "tandem" and cfg.model.codert.teacher_nemo is None
 
 
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):

@@ -93,3 +93,30 @@ def test_a_teacher_lead_needs_a_learning_teacher_and_steps_after_it(corpus):
     model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
     with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps of teacher alone, but trainer.max_steps is 2"):
         trainer.fit(model)
+
+
+class _StopAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
+def test_a_run_stopped_in_the_lead_resumes_with_the_same_schedule_and_hand_over(corpus, tmp_path):
+    cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, "optim.sched.warmup_steps": 1})
+    whole = _Recorder()
+    trainer = make_trainer(max_steps=STEPS, callbacks=[whole])
+    trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer))
+
+    trainer = make_trainer(max_steps=STEPS, callbacks=[_StopAt(1)])
+    trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer))
+    assert trainer.global_step == 1
+    trainer.save_checkpoint(tmp_path / "lead.ckpt")
+    resumed = _Recorder()
+    trainer = make_trainer(max_steps=STEPS, callbacks=[resumed])
+    trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer), ckpt_path=str(tmp_path / "lead.ckpt"))
+    assert trainer.global_step == STEPS
+    # The resumed run's last three steps use the uninterrupted run's lrs, and its moments restart at the hand-over.
+    assert resumed.lrs == whole.lrs[1:] and resumed.adam_steps == whole.adam_steps[1:] == [2, 1, 2]
