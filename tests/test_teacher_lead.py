@@ -120,3 +120,13 @@ def test_a_run_stopped_in_the_lead_resumes_with_the_same_schedule_and_hand_over(
     assert trainer.global_step == STEPS
     # The resumed run's last three steps use the uninterrupted run's lrs, and its moments restart at the hand-over.
     assert resumed.lrs == whole.lrs[1:] and resumed.adam_steps == whole.adam_steps[1:] == [2, 1, 2]
+
+
+def test_with_one_parameter_group_the_lead_runs_at_the_shared_lr(corpus):
+    """teacher_lr_scale 1: NeMo's one group (the teacher encoder among the rest) leads at lr, then restarts."""
+    cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, "codert.teacher_lr_scale": 1.0})
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=STEPS))
+    model.setup_optimization(model.cfg.optim)
+    assert len(model._optimizer.param_groups) == 1
+    assert isinstance(model._scheduler["scheduler"], torch.optim.lr_scheduler.SequentialLR)
+    assert model._scheduler["scheduler"]._schedulers[0].base_lrs == [cfg.optim.lr]

@@ -80,8 +80,9 @@ class TeacherLeadMixin:
         # The lead: every group at the teacher encoder's rate (each group's ``initial_lr``, what a group was built
         # with; the teacher's is lr x teacher_lr_scale, or its optim_param_groups entry).
         teacher = {id(p) for p in self.encoder.parameters()}
-        teacher_lr = next(g["initial_lr"] for g in self._optimizer.param_groups if id(g["params"][0]) in teacher)
-        lead_sched.base_lrs = [teacher_lr] * len(self._optimizer.param_groups)
+        groups = self._optimizer.param_groups
+        teacher_lr = next(g["initial_lr"] for g in groups if any(id(p) in teacher for p in g["params"]))
+        lead_sched.base_lrs = [teacher_lr] * len(groups)
         # torch's own sequence of schedulers; it restarts the second at the milestone (its step(0), which warns once
         # that an epoch argument is deprecated).
         sequence = torch.optim.lr_scheduler.SequentialLR(
