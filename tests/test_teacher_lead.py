@@ -93,6 +93,10 @@ def test_a_teacher_lead_needs_a_learning_teacher_and_steps_after_it(corpus):
     model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
     with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps of teacher alone, but trainer.max_steps is 2"):
         trainer.fit(model)
+    trainer = make_trainer(max_steps=-1, max_epochs=1)  # epochs, no step count: no schedule to restart over
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
+    with pytest.raises(ValueError, match="trainer.max_steps is -1"):
+        trainer.fit(model)
 
 
 class _StopAt(Callback):

@@ -150,8 +150,15 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             f"model.codert.kd_frame_shift: {cfg.kd_frame_shift} frames is defined for kd_target encoder_logits only, "
             f"not {cfg.kd_target}"
         )
-    names = ("kd_weight", "student_rnnt_weight", "teacher_rnnt_weight", "kd_warmup_steps", "kd_frame_shift")
-    for name in names + ("teacher_lead_steps",):
+    non_negative = (
+        "kd_weight",
+        "student_rnnt_weight",
+        "teacher_rnnt_weight",
+        "kd_warmup_steps",
+        "kd_frame_shift",
+        "teacher_lead_steps",
+    )
+    for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ValueError(f"model.codert.{name}: must be >= 0, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.ctc_weight <= 1.0:

@@ -19,10 +19,10 @@ So ``trainer.max_steps`` is the lead plus the student's steps: 1800 student step
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
 from nemo.utils import logging
@@ -31,7 +31,8 @@ __all__ = ["TeacherLeadMixin"]
 
 
 class TeacherLeadMixin:
-    """Put it before ``PairLossesMixin`` in the bases. It overrides ``students_learn_now`` (whether this training step
+    """Put it before ``KdGateMixin`` and ``PairLossesMixin`` in the bases (so that a KD gate opened during the lead,
+    where the untrained student trails any teacher, still starts KD at the hand-over). It overrides ``students_learn_now`` (whether this training step
     runs the students, read by ``PairLossesMixin.codert_losses``), ``kd_start_step`` (not before the hand-over),
     ``setup_optimization`` (the two schedules), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (a run
     that ends inside the lead is refused). The host provides ``codert`` (``teacher_lead_steps``), ``encoder`` (the
@@ -59,14 +60,16 @@ class TeacherLeadMixin:
     def on_fit_start(self) -> None:
         super().on_fit_start()
         lead, max_steps = self.teacher_lead_steps, self.trainer.max_steps
-        if lead and 0 <= max_steps <= lead:
+        if lead and max_steps <= lead:
             raise ValueError(
                 f"model.codert.teacher_lead_steps: {lead} steps of teacher alone, but trainer.max_steps is "
-                f"{max_steps}: the student would never train. trainer.max_steps counts the lead too (lead + the "
-                "student's steps)"
+                f"{max_steps}: the students would never train (or, at -1, the schedule could not restart over the "
+                "steps after the hand-over). trainer.max_steps counts the lead too: the lead + the students' steps"
             )
 
-    def setup_optimization(self, optim_config=None, optim_kwargs=None):
+    def setup_optimization(
+        self, optim_config: Optional[Union[DictConfig, Dict]] = None, optim_kwargs: Optional[Dict[str, Any]] = None
+    ) -> None:
         super().setup_optimization(optim_config, optim_kwargs)
         lead = self.teacher_lead_steps
         scheduled = self._scheduler is not None and self._trainer is not None and self._trainer.max_steps > lead
@@ -90,7 +93,7 @@ class TeacherLeadMixin:
         )
         self._scheduler = dict(tandem, scheduler=sequence)
 
-    def on_train_batch_start(self, batch, batch_idx):
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         result = super().on_train_batch_start(batch, batch_idx)
         lead = self.teacher_lead_steps
         if lead and self._global_step() == lead:
