@@ -38,8 +38,6 @@ class TeacherLeadMixin:
     that ends inside the lead is refused). The host provides ``codert`` (``teacher_lead_steps``), ``encoder`` (the
     teacher's) and NeMo's ``_optimizer``/``_scheduler``/``_trainer``."""
 
-    _handed_over = False
-
     @property
     def teacher_lead_steps(self) -> int:
         return self.codert.teacher_lead_steps
@@ -96,12 +94,11 @@ class TeacherLeadMixin:
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         result = super().on_train_batch_start(batch, batch_idx)
         lead = self.teacher_lead_steps
-        if lead and self._global_step() == lead:
-            # The hand-over: Adam's moments start afresh (they would in a second run). Clearing again within one
-            # accumulated step is harmless: moments are only made at an optimiser step.
-            for optimizer in self.trainer.optimizers:
+        # The hand-over: Adam's moments start afresh (they would in a second run). Within one accumulated step this
+        # hook runs again at the same global step and finds them cleared already: moments are made at optimiser steps.
+        optimizers = self.trainer.optimizers
+        if lead and self._global_step() == lead and any(optimizer.state for optimizer in optimizers):
+            for optimizer in optimizers:
                 optimizer.state.clear()
-            if not self._handed_over:
-                logging.info(f"CoDERT: the teacher led for {lead} steps; the students start now")
-            self._handed_over = True
+            logging.info(f"CoDERT: the teacher led for {lead} steps; the students start now")
         return result
