@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from omegaconf import open_dict
 
 from nemo.collections.asr.losses.ctc import CTCLoss
@@ -172,6 +173,12 @@ def test_kd_waits_until_the_teacher_leads_on_dev_then_stays_on(corpus):
     cfg = tiny_config(corpus, **{"codert.kd_weight": 2.0, "codert.kd_start": "teacher_leads"})
     model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer())
     assert model.kd_scale() == 0.0 and model.kd_start_step() is None
+    # Lightning's sanity check and a trainer.validate() do not judge: no training step made those dev WERs.
+    state = model.trainer.state
+    for state.stage, state.fn in ((RunningStage.SANITY_CHECKING, TrainerFn.FITTING), (None, TrainerFn.VALIDATING)):
+        model.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.6))
+        assert model.kd_start_step() is None
+    state.stage, state.fn = None, None
     logs = model.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.8))["log"]
     assert model.kd_scale() == 0.0 and logs["val_kd_started"] == 0.0  # the teacher trails: no KD
     logs = model.multi_validation_epoch_end(_dev_outputs(student_wer=0.7, teacher_wer=0.6))["log"]

@@ -110,3 +110,8 @@ def test_frame_shift_pairs_student_frame_t_with_teacher_frame_t_minus_k():
     assert encoder_kd_loss(student, teacher, lengths, frame_shift=0) == encoder_kd_loss(student, teacher, lengths)
     with pytest.raises(ValueError, match="frame_shift must be >= 0"):
         encoder_kd_loss(student, teacher, lengths, frame_shift=-1)
+    # A shift past the batch's padded length pairs nothing: no frame, no KL (not a slice from the end).
+    beyond = student.clone().requires_grad_()
+    loss = encoder_kd_loss(beyond, teacher, lengths, frame_shift=9)
+    loss.backward()
+    assert loss == 0 and not beyond.grad.any()

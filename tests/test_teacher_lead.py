@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch import Callback
+from omegaconf import open_dict
 
 from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
 
@@ -62,8 +63,10 @@ def test_the_teacher_leads_alone_then_the_students_join_with_fresh_moments_and_s
     model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
     start = [p.detach().clone() for p in _student_params(model)]
     teacher_start = [p.detach().clone() for p in model.encoder.parameters()]
+    assert model.kd_scale() == 0.0  # KD is off during the lead, and validation logs it so (val_kd_weighted)
     trainer.fit(model)
     assert trainer.global_step == STEPS
+    assert model.kd_scale() == cfg.codert.kd_weight * cfg.codert.kd_temperature**2
 
     # The lead: not one student weight moves (no gradient, so no AdamW step and no weight decay); the teacher learns.
     for after in recorder.student[:LEAD]:
@@ -96,6 +99,24 @@ def test_a_teacher_lead_needs_a_learning_teacher_and_steps_after_it(corpus):
     model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
     with pytest.raises(ValueError, match="trainer.max_steps is -1"):
         trainer.fit(model)
+    # No schedule: no group's rate could change at the hand-over.
+    cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": 2})
+    with open_dict(cfg):
+        del cfg.optim.sched
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=4))
+    with pytest.raises(ValueError, match="teacher_lead_steps: 2 needs model.optim.sched"):
+        model.setup_optimization(model.cfg.optim)
+
+
+def test_a_teacher_lead_under_ddp_needs_unused_parameters_allowed(corpus):
+    """During the lead the students' parameters have no gradient, which torch's DDP refuses at the second step
+    unless it looks for unused parameters: refused at fit start, with the strategy that allows it named."""
+    cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD})
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=STEPS, strategy="ddp"))
+    with pytest.raises(ValueError, match="trainer.strategy=ddp_find_unused_parameters_true"):
+        model.on_fit_start()
+    trainer = make_trainer(max_steps=STEPS, strategy="ddp_find_unused_parameters_true")
+    CodertRNNTBPEModel(cfg=cfg, trainer=trainer).on_fit_start()
 
 
 class _StopAt(Callback):
@@ -129,7 +150,8 @@ def test_with_one_parameter_group_the_lead_runs_at_the_shared_lr(corpus):
     """teacher_lr_scale 1: NeMo's one group (the teacher encoder among the rest) leads at lr, then restarts."""
     cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, "codert.teacher_lr_scale": 1.0})
     model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=STEPS))
-    model.setup_optimization(model.cfg.optim)
+    optimizer, scheduler = model.setup_optimization(model.cfg.optim)  # NeMo's return, as NeMo's own gives it
+    assert optimizer is model._optimizer and scheduler is model._scheduler
     assert len(model._optimizer.param_groups) == 1
     assert isinstance(model._scheduler["scheduler"], torch.optim.lr_scheduler.SequentialLR)
     assert model._scheduler["scheduler"]._schedulers[0].base_lrs == [cfg.optim.lr]

@@ -20,7 +20,8 @@ only, and the shared joint learns from the two RNN-T (and CTC) losses, as a join
 Joint dropout. Both sides' KD logits pass through ``joint_net`` as NeMo built it, dropout included in training, each
 with its own mask: the KL then also asks the student to be robust to the teacher's dropout noise. Dropout-free KD
 logits (an extra ``joint_net`` pass in eval mode per side) were not measured against this; ``jointnet.dropout`` is
-0.1 in the shipped configs.
+0 in ``codert_small`` (no noise to match), 0.1 in ``codert_lstm`` and 0.2 in ``codert_fastconformer``.
+(``kd_teacher_input: clean`` makes the teacher's side dropout-free, joint included.)
 
 Both functions are pure: no state, no NeMo model needed, so the loss can be unit-tested and reused as is.
 """
@@ -133,7 +134,9 @@ def encoder_kd_loss(
         raise ValueError(f"encoder_kd_loss: frame_shift must be >= 0, got {frame_shift}")
     if frame_shift:
         frames = student_logits.shape[1]
-        student_logits, teacher_logits = student_logits[:, frame_shift:], teacher_logits[:, : frames - frame_shift]
+        # max(): a shift past the padded length leaves no pair (and no frame), not a slice from the end.
+        kept = max(frames - frame_shift, 0)
+        student_logits, teacher_logits = student_logits[:, frame_shift:], teacher_logits[:, :kept]
         lengths = (lengths - frame_shift).clamp(min=0)
     valid = valid_frames(lengths.to(student_logits.device), student_logits.shape[1]).unsqueeze(-1)
     # Padded frames are zeroed *before* the softmax: they may hold inf/NaN (an overflow, a corrupt utterance), and

@@ -301,7 +301,9 @@ class CodertRNNTBPEModel(
     def _augment(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Spec-augment in training (a new tensor: the clean features stay as they were), the identity otherwise."""
         if self.spec_augmentation is not None and self.training:
-            return self.spec_augmentation(input_spec=features, length=lengths)
+            # A copy first: NeMo's SpecCutout (rect_masks) and its GPU SpecAugment kernel mask their input in place,
+            # which would reach the clean features too (kd_teacher_input: clean).
+            return self.spec_augmentation(input_spec=features.clone(), length=lengths)
         return features
 
     @typecheck()

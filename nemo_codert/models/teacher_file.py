@@ -82,7 +82,7 @@ def adopt_teacher_config(cfg: DictConfig, path: str) -> DictConfig:
             differing = _differences(cfg.get("preprocessor"), teacher_cfg.preprocessor)
             if differing:
                 logging.warning(
-                    f"model.preprocessor differs from the static teacher's ({path}): "
+                    f"model.preprocessor differs from the teacher file's ({path}): "
                     + "; ".join(differing)
                     + ". Using the teacher's: frame-level KD needs the features the teacher was trained on"
                 )
@@ -116,7 +116,7 @@ def _adopt_duration_outputs(cfg: DictConfig, teacher_cfg: DictConfig, path: str)
     # NeMo's TDT configs name the durations in the decoding section too (NeMo writes them there from the loss).
     cfg.decoding.model_type = "tdt"
     cfg.decoding.durations = list(cfg.loss.get("tdt_kwargs", {}).get("durations", []))
-    logging.info(f"CoDERT: the static teacher {path} is a TDT model: the student shares its TDT joint and loss")
+    logging.info(f"CoDERT: the teacher {path} is a TDT model: the student shares its TDT joint and loss")
 
 
 def load_teacher_weights(model: Any, teacher: EncDecRNNTModel, path: str) -> None:

@@ -48,9 +48,12 @@ class KdGateMixin:
         result = super().multi_validation_epoch_end(outputs, dataloader_idx)
         logs = result.get("log", {})
         gated = self.codert.kd_start == "teacher_leads" and "val_wer_teacher" in logs
-        if gated and dataloader_idx == 0 and self._kd_started_at is None:
+        trainer = getattr(self, "_trainer", None)
+        # Only a validation inside training judges: Lightning's sanity check (a few batches before step 0) or a
+        # trainer.validate() would otherwise latch the gate on a comparison no training step produced.
+        judging = trainer is None or not (trainer.sanity_checking or trainer.state.fn == "validate")
+        if gated and judging and dataloader_idx == 0 and self._kd_started_at is None:
             leads = bool(logs["val_wer_teacher"] < logs["val_wer"])
-            trainer = getattr(self, "_trainer", None)
             if trainer is not None:
                 # Under DDP each rank sees its shard of the dev set: rank 0's decision holds for all.
                 leads = bool(trainer.strategy.broadcast(leads, src=0))

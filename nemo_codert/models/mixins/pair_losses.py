@@ -125,10 +125,11 @@ class PairLossesMixin:
         ``kd_warmup_steps``; λ is ``kd_weight`` (a student's own, ``student_weights``) or ``model.codert.kd_weight``.
         """
         start = self.kd_start_step()
-        if start is None:
+        trainer = getattr(self, "_trainer", None)
+        # A start still ahead (a teacher lead's hand-over) is off too: validation logs the weight training uses.
+        if start is None or (trainer is not None and trainer.global_step < start):
             return 0.0
         lam = self.codert.kd_weight if kd_weight is None else kd_weight
-        trainer = getattr(self, "_trainer", None)
         if self.codert.kd_warmup_steps > 0 and trainer is not None:
             lam *= min(1.0, max(0, trainer.global_step - start) / self.codert.kd_warmup_steps)
         return lam * self.codert.kd_temperature**2
@@ -178,16 +179,22 @@ class PairLossesMixin:
             encoded, encoded_len = self.encoder(audio_signal=features, length=lengths)
         return encoded, encoded_len
 
-    def _teacher_inference_encoding(self, features, lengths):
-        """The tandem teacher's encoding as at inference (no dropout; BatchNorm on its running statistics, which this
-        pass leaves as they are), without a graph: the KD targets of ``kd_teacher_input: clean``."""
-        was_training = self.encoder.training
-        self.encoder.eval()
+    def _teacher_inference_targets(self, features, lengths, logits: bool):
+        """The tandem teacher's encoding and, with ``logits``, its encoder logits, as at inference (no dropout in its
+        encoder or joint; BatchNorm on its running statistics, which this pass leaves as they are), without a graph:
+        the KD targets of ``kd_teacher_input: clean``. (The lattice target reads the prediction network's output of
+        the training pass: the clean pass is of the acoustic side.)"""
+        modules = (self.encoder, self.teacher.joint)
+        was_training = [m.training for m in modules]
+        for m in modules:
+            m.eval()
         try:
             with torch.no_grad():
-                return self.encoder(audio_signal=features, length=lengths)
+                enc, _ = self.encoder(audio_signal=features, length=lengths)
+                return enc, encoder_logits(self.teacher.joint, enc) if logits else None
         finally:
-            self.encoder.train(was_training)
+            for m, training in zip(modules, was_training):
+                m.train(training)
 
     def _decoder_outputs(self, transcript, transcript_len, sides: Dict[str, TransducerSide]) -> Dict[str, tuple]:
         """Prediction-network outputs (output, target lengths) of each of ``sides``, by name; a prediction network
@@ -279,7 +286,7 @@ class PairLossesMixin:
                 out["rnnt_teacher"] = rnnt_t
             enc_kd, z_kd = enc_t, z_t
             if clean_targets and tandem:
-                enc_kd, z_kd = self._teacher_inference_encoding(clean, feature_len)[0], None
+                enc_kd, z_kd = self._teacher_inference_targets(clean, feature_len, logits=not lattice)
             # Every student distils the one teacher, each with its own λ.
             for name, side in students.items():
                 enc, enc_len, z = encoded[name]

@@ -28,14 +28,15 @@ class SideMetricsMixin:
 
     def _frozen_teacher_key(self, batch, batch_idx: int, dataloader_idx: int) -> Optional[Hashable]:
         """Where a frozen teacher's metrics on this batch are kept: the stage (validation and test share
-        ``validation_pass``), the batch's place and a fingerprint of its contents, and the decoding object (a new
-        decoding strategy may decode differently)."""
+        ``validation_pass``), the batch's place and a fingerprint of its contents, and the decoding object itself (a
+        new decoding strategy may decode differently; the key keeps the object alive, so its identity is never
+        reused the way a bare ``id()`` of a freed object can be)."""
         if not (self.has_teacher and self.teacher_is_frozen):
             return None
         signal, signal_len, transcript, transcript_len = batch
         fingerprint = (tuple(signal.shape), int(signal_len.sum()), int(transcript.sum()), int(transcript_len.sum()))
         stage = "test" if self.trainer is not None and self.trainer.testing else "val"
-        return stage, dataloader_idx, batch_idx, fingerprint, id(self.teacher.decoding)
+        return stage, dataloader_idx, batch_idx, fingerprint, self.teacher.decoding
 
     def _eval_sides(self) -> Dict[str, str]:
         """Metric-name suffix -> side name: the primary student's plain, the teacher's ``_teacher``, a further

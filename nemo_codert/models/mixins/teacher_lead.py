@@ -19,9 +19,10 @@ So ``trainer.max_steps`` is the lead plus the student's steps: 1800 student step
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
@@ -32,11 +33,12 @@ __all__ = ["TeacherLeadMixin"]
 
 class TeacherLeadMixin:
     """Put it before ``KdGateMixin`` and ``PairLossesMixin`` in the bases (so that a KD gate opened during the lead,
-    where the untrained student trails any teacher, still starts KD at the hand-over). It overrides ``students_learn_now`` (whether this training step
-    runs the students, read by ``PairLossesMixin.codert_losses``), ``kd_start_step`` (not before the hand-over),
-    ``setup_optimization`` (the two schedules), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (a run
-    that ends inside the lead is refused). The host provides ``codert`` (``teacher_lead_steps``), ``encoder`` (the
-    teacher's) and NeMo's ``_optimizer``/``_scheduler``/``_trainer``."""
+    where the untrained student trails any teacher, still starts KD at the hand-over). It overrides
+    ``students_learn_now`` (whether this training step runs the students, read by ``PairLossesMixin.codert_losses``),
+    ``kd_start_step`` (not before the hand-over), ``setup_optimization`` (the two schedules; a lead without
+    ``optim.sched`` is refused), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (a run that ends inside
+    the lead, or DDP that does not allow unused parameters, is refused). The host provides ``codert``
+    (``teacher_lead_steps``), ``encoder`` (the teacher's) and NeMo's ``_optimizer``/``_scheduler``/``_trainer``."""
 
     @property
     def teacher_lead_steps(self) -> int:
@@ -64,15 +66,30 @@ class TeacherLeadMixin:
                 f"{max_steps}: the students would never train (or, at -1, the schedule could not restart over the "
                 "steps after the hand-over). trainer.max_steps counts the lead too: the lead + the students' steps"
             )
+        strategy = self.trainer.strategy
+        # During the lead the students' parameters get no gradient; torch's DDP waits for every parameter's gradient
+        # unless told some may be unused, and fails at the second step ("Expected to have finished reduction").
+        if lead and isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            raise ValueError(
+                f"model.codert.teacher_lead_steps: {lead}: under DDP the students' parameters have no gradient "
+                "during the lead, which DDP refuses unless it looks for unused parameters: "
+                "trainer.strategy=ddp_find_unused_parameters_true"
+            )
 
     def setup_optimization(
         self, optim_config: Optional[Union[DictConfig, Dict]] = None, optim_kwargs: Optional[Dict[str, Any]] = None
-    ) -> None:
+    ) -> Tuple[Any, Any]:
         super().setup_optimization(optim_config, optim_kwargs)
         lead = self.teacher_lead_steps
+        if lead and self._cfg.optim.get("sched") is None:
+            # Without a schedule no group's rate could change at the hand-over: the lead would not be what it says.
+            raise ValueError(
+                f"model.codert.teacher_lead_steps: {lead} needs model.optim.sched (the lead and the steps after it "
+                "each run NeMo's schedule of it)"
+            )
         scheduled = self._scheduler is not None and self._trainer is not None and self._trainer.max_steps > lead
         if not lead or not scheduled:
-            return
+            return self._optimizer, self._scheduler  # NeMo's (on_fit_start refuses a run that ends in the lead)
         sched = OmegaConf.to_container(self._cfg.optim.sched, resolve=True)
         phases = []
         for steps in (lead, self._trainer.max_steps - lead):
@@ -84,12 +101,12 @@ class TeacherLeadMixin:
         groups = self._optimizer.param_groups
         teacher_lr = next(g["initial_lr"] for g in groups if any(id(p) in teacher for p in g["params"]))
         lead_sched.base_lrs = [teacher_lr] * len(groups)
-        # torch's own sequence of schedulers; it restarts the second at the milestone (its step(0), which warns once
-        # that an epoch argument is deprecated).
+        # torch's own sequence of schedulers; at the milestone it sets the second back to its start.
         sequence = torch.optim.lr_scheduler.SequentialLR(
             self._optimizer, [lead_sched, tandem["scheduler"]], milestones=[lead]
         )
         self._scheduler = dict(tandem, scheduler=sequence)
+        return self._optimizer, self._scheduler
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> Optional[int]:
         result = super().on_train_batch_start(batch, batch_idx)
