@@ -67,8 +67,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ]
     for section, kind in (("validation_ds", "dev"), ("test_ds", "test")):
         part = next((p for p in prepared.manifests if p.startswith(kind)), None)
-        if part:
-            overrides.append(f"++model.{section}.manifest_filepath={prepared.manifests[part]}")
+        # A part not prepared: null, since the config's own path is relative to data.dir, which data=null removed.
+        value = prepared.manifests[part] if part else "null"
+        overrides.append(f"++model.{section}.manifest_filepath={value}")
     print("train on it with:\n  python examples/train_codert.py --config-name=CONFIG " + " ".join(overrides))
     return 0
 

@@ -71,6 +71,14 @@ def evaluate(
     from nemo_codert.models import CodertRNNTBPEModel, load_transducer, side_transcriber
 
     entries = read_manifest(manifest)
+    segments = [n for n, e in enumerate(entries, 1) if e.get("offset")]
+    if segments:
+        # transcribe() reads whole files: a segment's hypothesis would be the whole file's, scored against the
+        # segment's text (and its RTF against the segment's seconds).
+        raise ValueError(
+            f"manifest {manifest}: {len(segments)} entries are segments of longer files (offset > 0; the first is "
+            f"entry {segments[0]}); evaluation transcribes whole audio files: cut the segments into files first"
+        )
     model, available = load_transducer(model_path)
     results: Dict[str, Dict[str, Any]] = {}
     for name in sides or available:

@@ -11,6 +11,7 @@ from omegaconf import open_dict
 from nemo.collections.asr.losses.ctc import CTCLoss
 from nemo.collections.asr.modules import ConvASRDecoder
 
+from nemo_codert.export.stock import stock_config
 from nemo_codert.losses.encoder_kd import encoder_logits
 from nemo_codert.models import CodertRNNTBPEModel
 
@@ -233,6 +234,9 @@ def test_per_side_learning_rates_through_nemo_optim_param_groups(corpus):
     other = next(g for g in groups if {id(p) for p in g["params"]} != teacher)
     assert teacher_lr == 1e-4 and other.get("initial_lr", other["lr"]) == cfg.optim.lr
     assert {id(p) for p in model.student_encoder.parameters()} <= {id(p) for p in other["params"]}
+    # The exported student leaves the groups behind: they name CoDERT's modules (here the teacher's encoder), which a
+    # stock model fine-tuned from the file would read as its own encoder.
+    assert "optim_param_groups" not in stock_config(model, "student")
 
 
 def test_teacher_lr_scale_puts_the_teacher_encoder_in_a_group_of_its_own(corpus):

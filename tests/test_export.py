@@ -400,6 +400,18 @@ def test_evaluate_script_reports_wer_size_and_rtf(codert, exported, corpus, tmp_
     assert json.loads((tmp_path / "cli.json").read_text())["results"]["model"]["wer"] == exported_student["wer"]
 
 
+def test_evaluation_refuses_segments_of_longer_files(corpus, tmp_path):
+    """NeMo's transcribe reads whole files: a manifest of segments (offset > 0) would be scored wrongly, silently."""
+    from nemo_codert.evaluation import evaluate
+
+    entries = _manifest(corpus.dev_manifest)[:3]
+    entries[1] = {**entries[1], "offset": 0.5, "duration": entries[1]["duration"] - 0.5}
+    manifest = tmp_path / "segments.json"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    with pytest.raises(ValueError, match=r"segments.json: 1 entries are segments .* the first is entry 2"):
+        evaluate(tmp_path / "never_read.nemo", manifest)
+
+
 # ------------------------------------------------------------------------------------------------ Dockerfile
 
 

@@ -37,6 +37,8 @@ def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, lib
     assert _script().main(["--corpus-dir", str(root), "--out", str(out), "--vocab-size", "64"]) == 0
     printed = capsys.readouterr().out
     assert "++model.train_ds.use_lhotse=true" in printed and "tokenizer_spe_bpe_v64" in printed
+    # No test part prepared: null, where the config's own ${data.dir} path would not resolve after data=null.
+    assert "++model.test_ds.manifest_filepath=null" in printed and "validation_ds.manifest_filepath=/" in printed
 
     seen = {}
     for part in PARTS:

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from nemo_codert.data.manifest import ManifestError, check_dataset_config, check_manifest, check_model_data
+from nemo_codert.data.manifest import (
+    ManifestError,
+    check_dataset_config,
+    check_manifest,
+    check_model_data,
+    checked_manifest_name,
+)
 
 from helpers.factories import manifest_lines, tiny_config, write_manifest
 
@@ -45,7 +51,8 @@ def test_bad_utterances_are_skipped_and_logged(good, corpus, tmp_path, caplog):
     assert "0 s" in reasons[3]
     assert reasons[4] == "empty transcript"
     assert "cannot encode" in reasons[5] and "€" in reasons[5]
-    assert report.path == tmp_path / "out" / "train_manifest.checked.json"
+    assert report.path == tmp_path / "out" / checked_manifest_name(manifest)
+    assert report.path.name.startswith("train_manifest-") and report.path.name.endswith(".checked.json")
     kept = manifest_lines(report.path)
     assert [k["audio_filepath"] for k in kept] == [g["audio_filepath"] for g in good * 4]
     assert "line 2: skipping utterance" in caplog.text
@@ -99,5 +106,18 @@ def test_model_config_gets_the_filtered_manifest(good, corpus, tmp_path):
     items = [{**good[0], "audio_filepath": str(tmp_path / "missing.wav")}] + good * 2  # 1 in 21: under 10 %
     cfg = tiny_config(corpus, **{"train_ds.manifest_filepath": str(write_manifest(tmp_path / "train.json", items))})
     assert check_model_data(cfg, tmp_path / "checked") == ["train_ds"]
-    assert cfg.train_ds.manifest_filepath == str(tmp_path / "checked" / "train.checked.json")
+    assert cfg.train_ds.manifest_filepath == str(tmp_path / "checked" / checked_manifest_name(tmp_path / "train.json"))
     assert cfg.validation_ds.manifest_filepath == str(corpus.dev_manifest)  # clean: untouched
+
+
+def test_filtered_copies_of_manifests_with_one_name_do_not_overwrite_each_other(good, tmp_path):
+    """Every dataset's filtered copy goes to one folder: a/manifest.json and b/manifest.json keep their own."""
+    copies = []
+    for part, kept in (("a", good[:5]), ("b", good[5:])):
+        (tmp_path / part).mkdir()
+        items = [{**good[0], "audio_filepath": str(tmp_path / "missing.wav")}] + kept * 2
+        report = check_manifest(write_manifest(tmp_path / part / "manifest.json", items), tmp_path / "checked")
+        copies.append((report.path, [k["audio_filepath"] for k in kept * 2]))
+    assert copies[0][0] != copies[1][0]
+    for path, expected in copies:
+        assert [k["audio_filepath"] for k in manifest_lines(path)] == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,3 +211,13 @@ def test_a_cache_that_does_not_match_the_training_data_is_a_clear_error(
 def test_offline_teacher_config_errors(corpus, overrides, message):
     with pytest.raises(ValueError, match=message):
         CodertRNNTBPEModel(cfg=tiny_config(corpus, **{**OFFLINE_TEACHER, **overrides}))
+
+
+def test_an_utterance_has_one_key_however_its_path_is_spelt(good, tmp_path):
+    """Through a symlinked folder, relative or resolved: one file, one key (else a cached utterance goes missing)."""
+    audio = Path(good[0]["audio_filepath"]).resolve()
+    (tmp_path / "link").symlink_to(audio.parent, target_is_directory=True)
+    linked = tmp_path / "link" / audio.name
+    spellings = [str(audio), str(linked), os.path.relpath(linked), str(tmp_path / "." / "link" / audio.name)]
+    assert len({utterance_key(p, 1.0) for p in spellings}) == 1
+    assert utterance_key(str(audio), 1.0) != utterance_key(str(audio), 2.0)

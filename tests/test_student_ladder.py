@@ -170,6 +170,18 @@ def test_bad_ladder_config_is_a_clear_error(corpus, overrides, message):
         CodertRNNTBPEModel(cfg=_ladder_config(corpus, **overrides))
 
 
+def test_student_names_the_primary_student_only(corpus):
+    """'student' is the primary's name everywhere (side, export --which student): a further student may not take it."""
+    cfg = _ladder_config(corpus)
+    with open_dict(cfg):
+        cfg.student_encoders = {"small": cfg.student_encoders.small, "student": cfg.student_encoders.medium}
+    with pytest.raises(ValueError, match="'student' names the primary student \\('small' here\\)"):
+        CodertRNNTBPEModel(cfg=cfg)
+    with open_dict(cfg):
+        cfg.codert.primary_student = "student"
+    assert CodertRNNTBPEModel(cfg=cfg).student_names == ["student", "small"]
+
+
 def test_a_ladder_student_of_another_frame_rate_is_a_clear_error(corpus):
     cfg = _ladder_config(corpus)
     with open_dict(cfg):

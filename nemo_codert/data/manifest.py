@@ -16,6 +16,7 @@ Only the audio header is read (``soundfile.info``), so checking costs a stat and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -180,13 +181,20 @@ def check_manifest(
             )
         if out_dir is None:
             raise ManifestError(f"manifest {source}: {len(report.skipped)} utterances must be skipped but no out_dir")
-        out = Path(out_dir) / f"{source.stem}.checked.json"
+        out = Path(out_dir) / checked_manifest_name(source)
         with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for item in kept_lines:
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
         report.path = out
         logging.warning(f"manifest {source}: skipped {len(report.skipped)} of {total} utterances; training on {out}")
     return report
+
+
+def checked_manifest_name(source: os.PathLike) -> str:
+    """The file name of ``source``'s filtered copy: its stem and a digest of its resolved path, since every dataset's
+    copy goes to one folder and two manifests may share a stem (``a/manifest.json``, ``b/manifest.json``)."""
+    digest = hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(source).stem}-{digest}.checked.json"
 
 
 def _manifest_paths(value: Any) -> List[str]:

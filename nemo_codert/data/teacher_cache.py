@@ -47,8 +47,10 @@ class TeacherCacheError(ValueError):
 
 
 def utterance_key(audio_filepath: str, offset: Optional[float] = None) -> str:
-    """How a cached utterance is found again: its absolute audio path and its offset in that file."""
-    return f"{os.path.abspath(audio_filepath)}@{float(offset or 0.0):.3f}"
+    """How a cached utterance is found again: its canonical audio path and its offset in that file. Canonical
+    (symlinks resolved): the cache script, NeMo's dataset (relative paths joined to the manifest path as written) and
+    a filtered manifest copy (resolved paths) may each spell one file differently."""
+    return f"{os.path.realpath(audio_filepath)}@{float(offset or 0.0):.3f}"
 
 
 def _meta_path(directory: Path) -> Path:

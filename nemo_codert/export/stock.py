@@ -70,7 +70,7 @@ def _side_name(model, which: str) -> str:
 def stock_config(model, which: str = "student") -> DictConfig:
     """The config of a stock NeMo model equal to side ``which`` of a CoDERT ``model``.
 
-    The CoDERT config without ``codert`` and ``student_encoder(s)``; ``encoder``, ``decoder`` and ``joint`` are the
+    The CoDERT config without ``codert``, ``student_encoder(s)`` and ``optim_param_groups``; ``encoder``, ``decoder`` and ``joint`` are the
     side's (each module's own config, as NeMo built it), ``model_defaults.enc_hidden`` the side's encoder width and
     ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the
     side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's,
@@ -79,7 +79,9 @@ def stock_config(model, which: str = "student") -> DictConfig:
     name = _side_name(model, which)
     side = model.side(name)  # .teacher raises for student_only
     cfg = OmegaConf.to_container(model.cfg, resolve=True)
-    for key in ("codert", "student_encoder", "student_encoders", "target"):
+    # optim_param_groups too: its groups name CoDERT's modules (student_encoder, the teacher's encoder), which a
+    # stock model fine-tuned from this file would not have, or would read as another module.
+    for key in ("codert", "student_encoder", "student_encoders", "target", "optim_param_groups"):
         cfg.pop(key, None)
     aux_ctc = cfg.pop("aux_ctc", None)
     if side.ctc_decoder is not None:

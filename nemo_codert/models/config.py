@@ -262,6 +262,13 @@ def resolve_students(model_cfg: DictConfig, codert: CodertConfig) -> Tuple[DictC
     primary = codert.primary_student or names[0]
     if primary not in names:
         raise ValueError(f"model.codert.primary_student: {primary!r} is not one of model.student_encoders ({names})")
+    if SINGLE_STUDENT in names and primary != SINGLE_STUDENT:
+        # 'student' names the primary student everywhere (side, export --which student, transcribe): a further
+        # student of that name could never be reached, and its config would be read for the primary's weights.
+        raise ValueError(
+            f"model.student_encoders: {SINGLE_STUDENT!r} names the primary student ({primary!r} here); "
+            "give the other student another name, or make it model.codert.primary_student"
+        )
     unknown = sorted(set(codert.student_weights) - set(names))
     if unknown:
         raise ValueError(f"model.codert.student_weights: {unknown} are not students of model.student_encoders")
