@@ -58,7 +58,7 @@ def main(cfg: DictConfig) -> None:
 
     trainer = pl.Trainer(**resolve_trainer_cfg(cfg.trainer))
     exp = cfg.get("exp_manager") or {}
-    if exp.get("resume_if_exists") and trainer.is_global_zero:
+    if exp.get("resume_if_exists"):  # every rank: each one's exp_manager must find a single last checkpoint
         for path in set_aside_superseded_last_checkpoints(_resume_checkpoint_dir(trainer, exp)):
             logging.warning(f"A killed run left two last checkpoints: resuming from the newer, {path} set aside")
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))

@@ -130,13 +130,28 @@ def set_aside_superseded_last_checkpoints(checkpoint_dir: Path) -> List[Path]:
     it deletes the previous one. A run killed between the two leaves two, and NeMo's exp_manager then refuses to
     resume ("Multiple checkpoints ... that matches *last.ckpt"). Both files are complete (each is written
     atomically), so the newest is the one to resume from; the older is renamed to ``*.superseded``, not deleted.
-    Returns the renamed files.
+    A checkpoint NeMo marks unfinished (its ``-unfinished`` marker still there) is left alone and not counted: NeMo
+    skips it when it resumes, so the newest *finished* one is kept. Every rank may call this (each must see one
+    last checkpoint before its exp_manager looks): a file another rank set aside first is not an error.
+    Returns the files this call renamed.
     """
-    lasts = sorted(Path(checkpoint_dir).rglob("*last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+
+    def finished_mtime(path: Path) -> Optional[int]:
+        try:
+            return None if NeMoModelCheckpoint.is_checkpoint_unfinished(path) else path.stat().st_mtime_ns
+        except FileNotFoundError:  # set aside by another rank meanwhile
+            return None
+
+    found = [(finished_mtime(p), p) for p in Path(checkpoint_dir).rglob("*last.ckpt")]
+    lasts = [p for mtime, p in sorted((m, p) for m, p in found if m is not None)]
     moved: List[Path] = []
     for old in lasts[:-1]:
         target = old.with_name(old.name + ".superseded")
-        os.replace(old, target)
+        try:
+            os.replace(old, target)
+        except FileNotFoundError:  # another rank renamed it first
+            continue
         moved.append(target)
     return moved
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv and installs nemo-codert with its test extras. On a machine without a GPU (no nvidia-smi) torch is
-# pinned to the CPU build 2.13.0 first, so pip never pulls the multi-GB CUDA wheels; elsewhere NeMo's own torch
-# requirement decides. Inside an NGC container use the Dockerfile instead: it keeps the container's torch.
+# pinned to 2.13.0; pip takes its CPU build where an index offers one (here a local +cpu wheel; elsewhere set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, or PyPI's Linux default, the CUDA build, comes). With a
+# GPU, NeMo's own torch requirement decides. Inside an NGC container use the Dockerfile: it keeps the container's torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv

@@ -5,6 +5,7 @@ dataloader."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import shutil
 from pathlib import Path
@@ -74,6 +75,13 @@ def test_prepared_librispeech_trains_through_nemos_lhotse_dataloader(corpus, lib
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     prepare_librispeech(root, out, vocab_size=64)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+
+    # lhotse's recipe writes its cache in place: a file a killed run left truncated is made again, not read as done.
+    cached = out / "lhotse" / "librispeech_recordings_train-clean-5.jsonl.gz"
+    whole = gzip.decompress(cached.read_bytes())
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    prepare_librispeech(root, out, vocab_size=64)
+    assert gzip.decompress(cached.read_bytes()) == whole
 
 
 def test_train_parts_as_lhotse_shar_train_through_nemos_shar_reader(corpus, librispeech_tree, tmp_path, capsys):

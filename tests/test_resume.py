@@ -112,6 +112,26 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
     assert batches == max_steps
 
 
+def test_only_finished_last_checkpoints_compete_and_a_second_rank_finds_nothing_to_do(tmp_path):
+    """NeMo skips a last checkpoint whose ``-unfinished`` marker is still there: the newest *finished* one is kept.
+    Every rank sets aside before its exp_manager looks; the second finds the work done, without an error."""
+    import os
+    import time
+
+    from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+
+    from nemo_codert.utils import set_aside_superseded_last_checkpoints
+
+    paths = [tmp_path / f"run--val_wer={w}-last.ckpt" for w in ("0.9", "0.8", "0.7")]  # oldest first
+    for age, path in zip((30, 20, 10), paths):
+        path.write_bytes(b"checkpoint")
+        os.utime(path, ns=(time.time_ns() - age * 10**9,) * 2)
+    NeMoModelCheckpoint.format_checkpoint_unfinished_marker_path(paths[2]).touch()  # the newest: killed mid-save
+    assert set_aside_superseded_last_checkpoints(tmp_path) == [paths[0].with_name(paths[0].name + ".superseded")]
+    assert paths[1].exists() and paths[2].exists()  # the newest finished, and the unfinished one NeMo skips
+    assert set_aside_superseded_last_checkpoints(tmp_path) == []
+
+
 def test_model_nemo_and_checkpoint_writes_are_atomic(corpus, tmp_path, monkeypatch):
     """A crash mid-write (disk full) leaves the previous `.nemo` / checkpoint intact and no partial file beside it."""
     import fsspec.implementations.local

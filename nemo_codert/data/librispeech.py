@@ -7,9 +7,12 @@ smaller corpus is worse than one clear error), the per-part outputs a NeMo confi
 
     python examples/prepare_librispeech.py --corpus-dir /data/LibriSpeech --out /data/librispeech_prepared
 
-Layout of ``out`` (each file written atomically; a file that exists is reused, so an interrupted run continues):
+Layout of ``out`` (each file of ours written atomically; a file that exists is reused, so an interrupted run
+continues):
 
-    lhotse/librispeech_{recordings,supervisions}_<part>.jsonl.gz   the recipe's own manifests (its cache)
+    lhotse/librispeech_{recordings,supervisions}_<part>.jsonl.gz   the recipe's own manifests (its cache; the
+                                    recipe writes them in place, so one a killed run left truncated is found
+                                    unreadable here and made again)
     cuts/<part>.jsonl.gz            a CutSet per part (read lazily: ``model.train_ds.cuts_path`` with ``use_lhotse``)
     manifests/<part>.json           NeMo's manifest per part (audio_filepath, duration, text)
     shar/<part>/                    with ``shar_shard_size``, the train-* parts as lhotse Shar shards
@@ -22,11 +25,15 @@ Layout of ``out`` (each file written atomically; a file that exists is reused, s
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
+
+from nemo.utils import logging
 
 from nemo_codert.data.tokenizer import train_tokenizer
 from nemo_codert.utils import atomic_dir, atomic_path
@@ -185,6 +192,7 @@ def prepare_librispeech(
         check_part(root / part)
 
     out = Path(out)
+    _drop_unreadable_recipe_files(out / "lhotse")
     recipe = lhotse_recipe(
         root, dataset_parts=parts, output_dir=out / "lhotse", normalize_text="lower", num_jobs=num_jobs
     )
@@ -204,3 +212,20 @@ def prepare_librispeech(
                 _write_shar(cuts, prepared.shar[part], shar_shard_size)
     prepared.tokenizer_dir = _tokenizer(out, texts, vocab_size)
     return prepared
+
+
+def _drop_unreadable_recipe_files(directory: Path) -> List[Path]:
+    """Delete the recipe's cached ``*.jsonl.gz`` that do not read to their end (lhotse writes them in place: a run
+    killed meanwhile leaves a truncated file, which the recipe would take as done and fail on with a bare EOFError);
+    the recipe then makes them again. Returns the deleted files."""
+    dropped = []
+    for path in sorted(directory.glob("*.jsonl.gz")):
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except (EOFError, OSError, zlib.error) as e:
+            logging.warning(f"{path}: unreadable ({e}), left by an interrupted run: the recipe makes it again")
+            path.unlink()
+            dropped.append(path)
+    return dropped
