@@ -19,7 +19,8 @@ __all__ = ["main"]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nemo_codert.export",
-        description="Export the student (or teacher) of a CoDERT .nemo as a stock NeMo EncDecRNNTBPEModel .nemo.",
+        description="Export the student (or teacher) of a CoDERT .nemo as a stock NeMo .nemo (EncDecRNNTBPEModel, or "
+        "EncDecHybridRNNTCTCBPEModel with an aux_ctc head).",
     )
     parser.add_argument("--nemo", required=True, help="the CoDERT .nemo (CodertRNNTBPEModel)")
     parser.add_argument(
