@@ -740,6 +740,20 @@ def teacher_cache(teacher: Path, corpus_dir: Path, k: int, root: Path) -> Dict[s
     }
 
 
+def job_config(spec: Dict[str, Any]):
+    """The training config of one job: its system's config, and for the cost pass (a few timed steps) no teacher
+    lead, since the lead (the teacher alone) would be most of those steps, or all of them (then refused)."""
+    from omegaconf import open_dict
+
+    teacher = Path(spec["teacher_nemo"]) if spec.get("teacher_nemo") else None
+    settings, system = Settings(**spec["settings"]), BY_NAME[spec["system"]]
+    cfg = system_config(settings, system, spec["seed"], Path(spec["corpus_dir"]), teacher, spec.get("overrides", ()))
+    if spec["kind"] == "time":
+        with open_dict(cfg):
+            cfg.model.codert.teacher_lead_steps = 0
+    return cfg
+
+
 def run_worker(spec_path: Path) -> None:
     """Train (or time) one system for one seed, as ``spec_path`` describes; the result JSON is written last."""
     import lightning.pytorch as pl
@@ -757,7 +771,7 @@ def run_worker(spec_path: Path) -> None:
     system = BY_NAME[spec["system"]]
     run_dir = Path(spec["run_dir"])
     teacher = Path(spec["teacher_nemo"]) if spec.get("teacher_nemo") else None
-    cfg = system_config(settings, system, spec["seed"], Path(spec["corpus_dir"]), teacher, spec.get("overrides", ()))
+    cfg = job_config(spec)
     timing = spec["kind"] == "time"
     cache = None
     if system.mode == "offline_teacher":
@@ -1027,7 +1041,20 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
 
 
 def mean_sd(values: Sequence[float]) -> tuple:
+    """Mean and sample standard deviation (n - 1); 0.0 for one value (printed as "1 seed", not as a spread)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def format_mean_sd(values: Sequence[float], scale: float = 1.0, fmt: str = ".3f", unit: str = "") -> str:
+    """``mean +- sd`` of ``values`` x ``scale``; one value has no spread to print: ``value (1 seed)``."""
+    mean, sd = mean_sd(values)
+    if len(values) == 1:
+        return f"{scale * mean:{fmt}}{unit} (1 seed)"
+    return f"{scale * mean:{fmt}}{unit} +- {scale * sd:{fmt.lstrip('+')}}"  # a spread has no sign
+
+
+#: A teacher-student gap below this (or below the baseline's seed-to-seed sd) gives no "gap closed": its ratio is noise.
+GAP_FLOOR = 0.01
 
 
 def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[str, Any]:
@@ -1070,11 +1097,18 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
         }
         # Share of the gap to the teacher the student learnt from closed, (WER_1 - WER_x) / (WER_1 - WER_t), from the
         # seed means: t is system 2, except for a student of the teacher trained to its own budget, whose gap is to
-        # that teacher (against system 2 a stronger teacher's student would close more than the whole gap).
-        b, x = (statistics.fmean(d.values()) for d in (base, row["test_wer"]))
+        # that teacher (against system 2 a stronger teacher's student would close more than the whole gap). The
+        # means are over the seeds the row shares with 1 (and with 2 where it is the teacher): means of different
+        # seed sets would put seed-to-seed spread into the share. A gap within the baseline's sd (or under
+        # GAP_FLOOR) gives none: the ratio of two differences of that size is noise.
         own_budget = static_source is not None and BY_NAME[name].takes_own_budget_teacher
-        t = static_source["wer"] if own_budget else statistics.fmean(teacher.values())
-        row["gap_closed"] = (b - x) / (b - t) if b != t else None
+        shared = [seed for seed in row["test_wer"] if seed in base and (own_budget or seed in teacher)]
+        row["gap_closed"] = None
+        if shared:
+            b, x = (statistics.fmean(d[seed] for seed in shared) for d in (base, row["test_wer"]))
+            t = static_source["wer"] if own_budget else statistics.fmean(teacher[seed] for seed in shared)
+            if b - t > max(mean_sd(list(base.values()))[1], GAP_FLOOR):
+                row["gap_closed"] = (b - x) / (b - t)
     corpus_meta = json.loads((benchmark_corpus_dir(work, s) / "corpus.json").read_text())
     return {"settings": asdict(s), "rows": rows, "corpus": corpus_meta, "static_teacher_source": static_source}
 
@@ -1138,9 +1172,10 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         "dropout, masks; the data are the same)"
         + (f"; {', '.join(s.single_seed)} with seed {s.seeds[0]} only (budget)" if s.single_seed else ""),
         "",
-        "Test WER/CER of the deployed model (the student; for 2 the teacher-sized model), mean +- standard deviation "
-        "over seeds; relative WER reduction vs 1, paired by seed, mean +- sd; share of the teacher-student gap "
-        "closed, (WER_1 - WER_x) / (WER_1 - WER_2) of the seed means"
+        "Test WER/CER of the deployed model (the student; for 2 the teacher-sized model), mean +- sample standard "
+        "deviation (n - 1) over seeds; relative WER reduction vs 1, paired by seed, mean +- sd; share of the "
+        "teacher-student gap closed, (WER_1 - WER_x) / (WER_1 - WER_2) of the means over the seeds the row shares "
+        f"with 1 and 2 ('-' where WER_1 - WER_2 is within 1's sd or under {GAP_FLOOR}: noise)"
         + (
             "; for a student of the teacher trained to its own budget (5, 9, and the warm starts 4h, 6h), WER_2 is that "
             "teacher's (below)"
@@ -1155,12 +1190,10 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
     ]
     for name, row in rows.items():
         wers = list(row["test_wer"].values())
-        mean, sd = mean_sd(wers)
         cers = [c for c in row["test_cer"].values() if c is not None]
         cer = f"{statistics.fmean(cers):.3f}" if cers else "n/a"
         paired = list(row["rel_reduction"].values())
-        rel_mean, rel_sd = mean_sd(paired)
-        rel = "-" if name == "student_only" else f"{100 * rel_mean:+.1f} % +- {100 * rel_sd:.1f}"
+        rel = "-" if name == "student_only" else format_mean_sd(paired, 100, "+.1f", " %")
         if len(paired) < len(wers) and name != "student_only":
             rel += f" ({len(paired)} seed{'s' if len(paired) > 1 else ''} paired)"
         gap = (
@@ -1172,7 +1205,7 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         step = f"{row['step_seconds']:.3f}" if row["step_seconds"] is not None else "n/a"
         rss = f"{row['peak_rss'] / 2**20:.0f}" if row["peak_rss"] is not None else "n/a"
         lines.append(
-            f"| {row['label']} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} | {cer} | {rel} | "
+            f"| {row['label']} | {format_mean_sd(wers)} | {' / '.join(f'{w:.3f}' for w in wers)} | {cer} | {rel} | "
             f"{gap} | {row['params']:,} | {step} | {rss} | {growth} | "
             f"{row['rtf']:.4f} |"
         )
@@ -1186,8 +1219,7 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
             "|---|---:|---|",
         ]
         for label, wers in teacher_rows:
-            mean, sd = mean_sd(wers)
-            lines.append(f"| {label} | {mean:.3f} +- {sd:.3f} | {' / '.join(f'{w:.3f}' for w in wers)} |")
+            lines.append(f"| {label} | {format_mean_sd(wers)} | {' / '.join(f'{w:.3f}' for w in wers)} |")
     source = summary.get("static_teacher_source")
     if source:
         lines += [

@@ -416,6 +416,46 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
     assert rows["codert_head_start"]["gap_closed"] == pytest.approx((0.50 - 0.41) / (0.50 - 0.45))
 
 
+@pytest.mark.parametrize("teacher_wer, closed", [(0.40, (0.50 - 0.45) / (0.50 - 0.40)), (0.49, None)])
+def test_gap_closed_is_over_the_seeds_a_row_shares_and_none_within_the_noise(tmp_path, teacher_wer, closed):
+    """System 2 with seed 0 only: the gap is seed 0's, not three seeds' mean against one; a gap within the
+    baseline's seed-to-seed sd (0.02 here) gives no share (its ratio is noise). One seed prints no spread."""
+    pt = benchmark_module("paper_table")
+    settings = replace(
+        pt.PRESETS["quick"],
+        seeds=[0, 1, 2],
+        single_seed=["teacher_only"],
+        systems=["student_only", "teacher_only", "codert"],
+    )
+    jobs = pt.plan_jobs(settings, tmp_path, tmp_path, "train")
+    wers = {"student_only": [0.50, 0.46, 0.48], "teacher_only": [teacher_wer], "codert": [0.45, 0.44, 0.43]}
+    scores = {}
+    for job in jobs:
+        job.result.parent.mkdir(parents=True, exist_ok=True)
+        job.result.write_text(json.dumps({"dev_wer": [], "train_seconds": 1.0}))
+        wer = wers[job.spec["system"]][job.spec["seed"]]
+        scores[job.result.stem] = {"student": {"wer": wer, "cer": 0.1, "params": 1, "rtf": 0.01}}
+    corpus = pt.benchmark_corpus_dir(tmp_path, settings)
+    corpus.mkdir(parents=True)
+    (corpus / "corpus.json").write_text("{}")
+    rows = pt.summarise(settings, jobs, [], scores, tmp_path)["rows"]
+    assert rows["codert"]["gap_closed"] == (None if closed is None else pytest.approx(closed))
+    assert pt.format_mean_sd([teacher_wer]) == f"{teacher_wer:.3f} (1 seed)"
+    assert pt.format_mean_sd([0.05, 0.07], 100, "+.1f", " %") == "+6.0 % +- 1.4"
+
+
+def test_the_cost_pass_times_a_lead_systems_tandem_steps(tmp_path):
+    """A timing run is a few steps: with the lead's 450 in its config it would be refused (max_steps <= lead), and
+    a shorter lead would be most of what it times. Training keeps the lead."""
+    pt = benchmark_module("paper_table")
+    settings = replace(
+        pt.PRESETS["quick"], steps=1800, systems=["student_only", "teacher_only", "codert", "codert_lead"]
+    )
+    for kind, lead in (("time", 0), ("train", 450)):
+        job = next(j for j in pt.plan_jobs(settings, tmp_path, tmp_path, kind) if j.spec["system"] == "codert_lead")
+        assert pt.job_config(job.spec).model.codert.teacher_lead_steps == lead
+
+
 def test_kd_sweep_of_the_static_mode_runs_every_point_from_the_given_teacher(tmp_path):
     import argparse
 
