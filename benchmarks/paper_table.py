@@ -798,6 +798,7 @@ def run_worker(spec_path: Path) -> None:
     trainer.fit(model)
     result: Dict[str, Any] = {
         "spec": spec,
+        "commit": git_commit(),  # runs are reused across commits (the key has no code version): the report lists these
         "train_seconds": time.time() - started,
         "steps": int(trainer.global_step),
         "step_seconds": recorder.step_seconds,
@@ -1021,10 +1022,15 @@ def evaluate_runs(train_jobs: List[Job], test_manifest: Path, work: Path) -> Dic
         run = json.loads(job.result.read_text())
         cache = work / "eval" / job.result.name
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
-        if cached.get("key") == _spec_key(run["spec"]):
+        # The spec names what was trained, its training time which training it was: a run trained again (its
+        # result deleted) is scored again. (Scores cached before "trained" was kept have only the key.)
+        if (
+            cached.get("key") == _spec_key(run["spec"])
+            and cached.get("trained", run["train_seconds"]) == run["train_seconds"]
+        ):
             scores[job.result.stem] = cached
             continue
-        score: Dict[str, Any] = {"key": _spec_key(run["spec"])}
+        score: Dict[str, Any] = {"key": _spec_key(run["spec"]), "trained": run["train_seconds"]}
         files = {side: run[f"{side}_nemo"] for side in ("student", "teacher") if f"{side}_nemo" in run}
         files.update({f"student:{name}": path for name, path in run.get("students_nemo", {}).items()})
         for side, path in files.items():
@@ -1053,7 +1059,7 @@ def format_mean_sd(values: Sequence[float], scale: float = 1.0, fmt: str = ".3f"
     return f"{scale * mean:{fmt}}{unit} +- {scale * sd:{fmt.lstrip('+')}}"  # a spread has no sign
 
 
-#: A teacher-student gap below this (or below the baseline's seed-to-seed sd) gives no "gap closed": its ratio is noise.
+#: A teacher-student gap under this (or under the baseline's seed-to-seed sd) has no "gap closed": its ratio is noise.
 GAP_FLOOR = 0.01
 
 
@@ -1078,6 +1084,7 @@ def summarise(s: Settings, train_jobs, time_jobs, scores, work: Path) -> Dict[st
             "peak_rss": t["peak_rss"] if t else None,
             "train_rss_growth": t["peak_rss"] - t["rss_at_train_start"] if t and t["rss_at_train_start"] else None,
             "dev_wer": {seed: runs[f"{system.name}-seed{seed}"]["dev_wer"] for seed in seeds},
+            "commits": sorted({runs[f"{system.name}-seed{seed}"].get("commit") or "not recorded" for seed in seeds}),
             "train_seconds": {seed: runs[f"{system.name}-seed{seed}"]["train_seconds"] for seed in seeds},
         }
     source = next((j for j in train_jobs if Path(j.spec["run_dir"]).name.startswith("teacher_source-")), None)
@@ -1145,6 +1152,15 @@ def _targets(summary: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _systems_by_commit(rows: Dict[str, Any]) -> Dict[str, List[str]]:
+    """commit -> the systems with a run trained at it ("not recorded": runs from before commits were kept)."""
+    out: Dict[str, List[str]] = {}
+    for name, row in rows.items():
+        for commit in row.get("commits", ["not recorded"]):
+            out.setdefault(commit, []).append(name)
+    return out
+
+
 def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_seconds: float) -> Path:
     s = Settings(**summary["settings"])
     rows = summary["rows"]
@@ -1153,13 +1169,16 @@ def write_report(summary: Dict[str, Any], results_dir: Path, command: str, wall_
         "# CoDERT on this machine: the paper's comparison",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, commit {git_commit()}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}, "
+        f"report written at commit {git_commit()}",
         f"- machine: {machine_description()}; training {s.jobs} runs at a time, "
         f"{max(1, (os.cpu_count() or 1) // s.jobs)} torch thread(s) each; "
         + ("" if s.time_steps else "step time and memory not measured (--time-steps 0); ")
         + f"{'step time, memory and ' if s.time_steps else ''}RTF measured alone with {os.cpu_count()} threads",
         f"- training accelerator: {s.accelerator}",
-        f"- wall time of the whole benchmark: {wall_seconds / 60:.1f} min",
+        f"- wall time of this invocation (reused runs not included): {wall_seconds / 60:.1f} min",
+        "- code of the training runs (a run is reused across commits when its key matches): "
+        + "; ".join(f"{commit}: {', '.join(names)}" for commit, names in _systems_by_commit(rows).items()),
         f"- corpus: eSpeak NG, {corpus['splits']['train']['utterances']} train utterances "
         f"({corpus['splits']['train']['hours']} h, {len(corpus['splits']['train']['voices'])} voices), "
         f"dev {corpus['splits']['dev']['hours']} h, test {corpus['splits']['test']['hours']} h "

@@ -432,7 +432,8 @@ def test_gap_closed_is_over_the_seeds_a_row_shares_and_none_within_the_noise(tmp
     scores = {}
     for job in jobs:
         job.result.parent.mkdir(parents=True, exist_ok=True)
-        job.result.write_text(json.dumps({"dev_wer": [], "train_seconds": 1.0}))
+        commit = {"commit": "abc1234"} if job.spec["system"] == "codert" else {}  # the others: from before commits
+        job.result.write_text(json.dumps({"dev_wer": [], "train_seconds": 1.0, **commit}))
         wer = wers[job.spec["system"]][job.spec["seed"]]
         scores[job.result.stem] = {"student": {"wer": wer, "cer": 0.1, "params": 1, "rtf": 0.01}}
     corpus = pt.benchmark_corpus_dir(tmp_path, settings)
@@ -440,6 +441,8 @@ def test_gap_closed_is_over_the_seeds_a_row_shares_and_none_within_the_noise(tmp
     (corpus / "corpus.json").write_text("{}")
     rows = pt.summarise(settings, jobs, [], scores, tmp_path)["rows"]
     assert rows["codert"]["gap_closed"] == (None if closed is None else pytest.approx(closed))
+    # The report names the code each system's runs were trained at (runs are reused across commits).
+    assert pt._systems_by_commit(rows) == {"not recorded": ["student_only", "teacher_only"], "abc1234": ["codert"]}
     assert pt.format_mean_sd([teacher_wer]) == f"{teacher_wer:.3f} (1 seed)"
     assert pt.format_mean_sd([0.05, 0.07], 100, "+.1f", " %") == "+6.0 % +- 1.4"
 
