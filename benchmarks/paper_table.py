@@ -714,15 +714,16 @@ class _Recorder:
         return Callback()
 
 
-def teacher_cache(teacher: Path, corpus_dir: Path, k: int, root: Path) -> Dict[str, Any]:
+def teacher_cache(teacher: Path, corpus_dir: Path, k: int, root: Path, teacher_key: str = "") -> Dict[str, Any]:
     """System 9's cache of ``teacher`` over the corpus's training manifest (built once per teacher and k, by
-    ``nemo_codert.data.teacher_cache``; a finished one is reused): its directory, size and build time."""
+    ``nemo_codert.data.teacher_cache``; a finished one is reused): its directory, size and build time. The
+    directory names the teacher run's key too: a teacher trained again with other settings gets a cache of its own."""
     from nemo_codert.data.manifest import read_manifest
     from nemo_codert.data.teacher_cache import write_teacher_cache
     from nemo_codert.models.loading import load_transducer
     from nemo_codert.utils import write_json_atomic
 
-    directory = root / f"{teacher.parent.name}-k{k}"
+    directory = root / (f"{teacher.parent.name}-k{k}" + (f"-{teacher_key[:8]}" if teacher_key else ""))
     timing = directory.with_name(directory.name + ".build.json")
     if not timing.is_file():
         started = time.time()
@@ -776,7 +777,11 @@ def run_worker(spec_path: Path) -> None:
     cache = None
     if system.mode == "offline_teacher":
         cache = teacher_cache(
-            teacher, Path(spec["corpus_dir"]), system.cache_k, run_dir.parent.parent / "teacher_cache"
+            teacher,
+            Path(spec["corpus_dir"]),
+            system.cache_k,
+            run_dir.parent.parent / "teacher_cache",
+            spec.get("teacher_key", ""),
         )
         with open_dict(cfg):
             cfg.model.codert.teacher_cache = cache["dir"]
@@ -853,7 +858,10 @@ def _run_jobs(jobs: List[Job], parallel: int, log_dir: Path) -> None:
         for job in list(pending):
             if len(running) >= parallel:
                 break
-            if job.needs is not None and not job.needs.is_file():
+            # A needed result must exist and not be about to change: a stale file of a teacher that this call trains
+            # again would otherwise start its students on the old teacher.
+            waiting = [j.result for j in pending] + [r[0].result for r in running]
+            if job.needs is not None and (not job.needs.is_file() or job.needs in waiting):
                 continue
             pending.remove(job)
             spec_path = job.result.with_suffix(".spec.json")
@@ -963,7 +971,8 @@ def head_start_job(s: Settings, system: System, seed: int, corpus_dir: Path, wor
 
 def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]:
     cores = os.cpu_count() or 1
-    threads = max(1, cores // s.jobs) if kind == "train" else cores
+    train_threads = max(1, cores // s.jobs)
+    threads = train_threads if kind == "train" else cores
     jobs = []
     source = None
     if kind == "train" and s.static_teacher_steps and any(x.learns_from_teacher_file for x in s.chosen_systems()):
@@ -993,6 +1002,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 if kind == "train" and all(j.result != head.result for j in jobs):
                     jobs.append(head)
                 spec["teacher_nemo"] = str(Path(head.spec["run_dir"]) / "student.nemo")
+                spec["teacher_key"] = _spec_key(head.spec)  # a teacher trained otherwise makes this another run
                 needs = head.result
             elif system.learns_from_teacher_file:
                 # System 5's teacher is system 2 of the same seed, as exported (a stock NeMo .nemo), or the teacher
@@ -1001,6 +1011,14 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 teacher = Path(source.spec["run_dir"]) if own_budget else teacher_run
                 spec["teacher_nemo"] = str(teacher / "student.nemo")
                 needs = source.result if own_budget else work / "train" / f"teacher_only-seed{seed}.json"
+                teacher_spec = (
+                    source.spec
+                    if own_budget
+                    else run_spec(
+                        s, BY_NAME["teacher_only"], seed, corpus_dir, work, kind="train", threads=train_threads
+                    )
+                )
+                spec["teacher_key"] = _spec_key(teacher_spec)
             jobs.append(Job(spec, needs))
     # Teachers first (the longest first): the static-teacher runs wait for them.
     return sorted(jobs, key=lambda j: (j is not source, j.spec["system"] != "teacher_only", j.needs is not None))

@@ -379,16 +379,18 @@ def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teach
     head = next(j for j in jobs if j.result.stem == "teacher_only_s10-seed0")  # 2 for a quarter of the 40 steps
     assert (head.spec["system"], head.spec["settings"]["steps"], head.needs) == ("teacher_only", 10, None)
     assert jobs.index(head) < jobs.index(next(j for j in jobs if j.spec["system"] == "codert_head_start"))
-    for job in jobs:  # the frozen teacher and the warm start are that teacher's file, and wait for it
+    # The frozen teacher and the warm start are that teacher's file, wait for it, and carry its run's key: a teacher
+    # trained with other settings (same file name) makes its students other runs, not reused ones.
+    for job in jobs:
         if job.spec["system"] in ("static_teacher", "codert_warm"):
             assert job.spec["teacher_nemo"] == str(Path(source.spec["run_dir"]) / "student.nemo")
-            assert job.needs == source.result
+            assert job.needs == source.result and job.spec["teacher_key"] == pt._spec_key(source.spec)
         if job.spec["system"] == "codert_two_phase":
             assert job.spec["teacher_nemo"] == str(Path(system_2.spec["run_dir"]) / "student.nemo")
-            assert job.needs == system_2.result
+            assert job.needs == system_2.result and job.spec["teacher_key"] == pt._spec_key(system_2.spec)
         if job.spec["system"] == "codert_head_start":
             assert job.spec["teacher_nemo"] == str(Path(head.spec["run_dir"]) / "student.nemo")
-            assert job.needs == head.result
+            assert job.needs == head.result and job.spec["teacher_key"] == pt._spec_key(head.spec)
     wers = {
         "teacher_source": 0.30,
         "student_only": 0.50,
