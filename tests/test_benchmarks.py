@@ -128,12 +128,14 @@ def test_paper_table_quick_pipeline(paper_table):
     for name in with_teacher_file:  # trained with seed 0 only (--single-seed)
         spec = json.loads((work / "train" / f"{name}-seed0.json").read_text())["spec"]
         assert spec["teacher_nemo"] == str(work / "runs" / "teacher_only-seed0" / "student.nemo")
-    # System 9 learnt from a cache of that teacher, built once (8 logits a frame) and reused by its cost pass.
-    cache = json.loads((work / "train" / "offline_teacher-seed0.json").read_text())["teacher_cache"]
+    # System 9 learnt from a cache of that teacher, built once (8 logits a frame) and reused by its cost pass; the
+    # cache's name carries the teacher run's key (a teacher trained otherwise gets a cache of its own).
+    run = json.loads((work / "train" / "offline_teacher-seed0.json").read_text())
+    cache, teacher_key = run["teacher_cache"], run["spec"]["teacher_key"]
     assert (
         cache["k"] == 8
         and cache["bytes"] > 0
-        and cache["dir"] == str(work / "teacher_cache" / "teacher_only-seed0-k8")
+        and cache["dir"] == str(work / "teacher_cache" / f"teacher_only-seed0-k8-{teacher_key[:8]}")
     )
     assert (
         json.loads((work / "time" / "offline_teacher-seed0.json").read_text())["teacher_cache"]["dir"] == cache["dir"]
