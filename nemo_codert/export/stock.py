@@ -70,11 +70,11 @@ def _side_name(model, which: str) -> str:
 def stock_config(model, which: str = "student") -> DictConfig:
     """The config of a stock NeMo model equal to side ``which`` of a CoDERT ``model``.
 
-    The CoDERT config without ``codert``, ``student_encoder(s)`` and ``optim_param_groups``; ``encoder``, ``decoder`` and ``joint`` are the
-    side's (each module's own config, as NeMo built it), ``model_defaults.enc_hidden`` the side's encoder width and
-    ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the
-    side's CTC head where it has one (a side without one drops the section). The tokenizer section is the model's,
-    to be pointed at readable files by the caller.
+    The CoDERT config without ``codert``, ``student_encoder(s)`` and ``optim_param_groups``; ``encoder``,
+    ``decoder`` and ``joint`` are the side's (each module's own config, as NeMo built it),
+    ``model_defaults.enc_hidden`` the side's encoder width and ``target`` NeMo's class: ``EncDecRNNTBPEModel``, or
+    ``EncDecHybridRNNTCTCBPEModel`` with ``aux_ctc.decoder`` the side's CTC head where it has one (a side without one
+    drops the section). The tokenizer section is the model's, to be pointed at readable files by the caller.
     """
     name = _side_name(model, which)
     side = model.side(name)  # .teacher raises for student_only

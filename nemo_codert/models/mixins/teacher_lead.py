@@ -81,7 +81,7 @@ class TeacherLeadMixin:
     ) -> Tuple[Any, Any]:
         super().setup_optimization(optim_config, optim_kwargs)
         lead = self.teacher_lead_steps
-        if lead and self._cfg.optim.get("sched") is None:
+        if lead and (self._cfg.get("optim") or {}).get("sched") is None:
             # Without a schedule no group's rate could change at the hand-over: the lead would not be what it says.
             raise ValueError(
                 f"model.codert.teacher_lead_steps: {lead} needs model.optim.sched (the lead and the steps after it "
