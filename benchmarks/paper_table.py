@@ -855,12 +855,12 @@ def _run_jobs(jobs: List[Job], parallel: int, log_dir: Path) -> None:
     running: List[tuple] = []
     log_dir.mkdir(parents=True, exist_ok=True)
     while pending or running:
+        # A needed result must exist and not be about to change: a stale file of a teacher that this call trains
+        # again would otherwise start its students on the old teacher. (A job started in this pass stays in it.)
+        waiting = {j.result for j in pending} | {r[0].result for r in running}
         for job in list(pending):
             if len(running) >= parallel:
                 break
-            # A needed result must exist and not be about to change: a stale file of a teacher that this call trains
-            # again would otherwise start its students on the old teacher.
-            waiting = [j.result for j in pending] + [r[0].result for r in running]
             if job.needs is not None and (not job.needs.is_file() or job.needs in waiting):
                 continue
             pending.remove(job)
