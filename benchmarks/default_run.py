@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from common import REPO, git_commit, machine_description  # benchmarks/common.py
+from common import REPO, compose, git_commit, machine_description  # benchmarks/common.py
 
-COMMAND = ["examples/train_codert.py", "--config-name=codert_small"]
+CONFIG = "codert_small"
+COMMAND = ["examples/train_codert.py", f"--config-name={CONFIG}"]
 
 
 def logged_scalars(log_dir: Path, tags: Sequence[str]) -> Dict[str, Dict[int, float]]:
@@ -49,6 +50,7 @@ def nearest(series: Dict[int, float], step: int) -> Optional[tuple]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from nemo_codert.evaluation import evaluate
+    from nemo_codert.models.config import parse_codert_config
     from nemo_codert.utils import write_json_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -60,7 +62,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="KEY=VALUE",
         help="hydra overrides appended to the command (the report says so)",
     )
-    parser.add_argument("--ratio-steps", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument(
+        "--ratio-steps",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="the students' steps at which to read the KD / RNN-T ratio (after the teacher's lead, if any)",
+    )
     parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "default_run")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -86,9 +94,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = evaluate(nemo[-1], work / "data" / "synth_small" / "test_manifest.json")
     tags = ["train_kd_weighted", "train_rnnt_student", "train_kd", "val_wer", "val_wer_teacher"]
     scalars = logged_scalars(work / "nemo_experiments", tags)
+    # The students start after the teacher's lead: their step s is the run's step lead + s.
+    lead = parse_codert_config(compose(CONFIG, args.overrides).model).teacher_lead_steps
     ratios = {}
     for step in args.ratio_steps:
-        kd, rnnt = nearest(scalars["train_kd_weighted"], step), nearest(scalars["train_rnnt_student"], step)
+        kd, rnnt = (nearest(scalars[tag], lead + step) for tag in ("train_kd_weighted", "train_rnnt_student"))
         if kd and rnnt:
             ratios[step] = {
                 "logged_at": kd[0],
@@ -139,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "",
             "Weighted KD term (λ·τ²·KL) against the student's RNN-T term, as logged:",
             "",
-            "| step | logged at | λ·τ²·KL | RNN-T (student) | ratio |",
+            "| students' step | logged at (run's step) | λ·τ²·KL | RNN-T (student) | ratio |",
             "|---:|---:|---:|---:|---:|",
         ]
         for step, r in ratios.items():

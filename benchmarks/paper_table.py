@@ -84,7 +84,7 @@ class System:
     # own) for this share of the table's steps instead: a short head start, then tandem for the table's steps.
     teacher_head_start: float = 0.0
     # tandem: > 0 makes the head start part of the one run (model.codert.teacher_lead_steps): the teacher side alone
-    # for this share of the table's steps, then tandem for the table's steps (trainer.max_steps = the sum).
+    # for this share of the table's steps, then tandem for the table's steps (the run is the sum).
     teacher_lead: float = 0.0
 
     def __post_init__(self) -> None:
@@ -604,10 +604,11 @@ def system_config(
         cfg.data.dir = str(corpus_dir)
         cfg.model.train_ds.seed = seed
         cfg.trainer.max_steps = settings.steps
+        cfg.trainer.val_check_interval = settings.val_every  # what the worker's trainer runs (and the key holds)
         c = cfg.model.codert
-        if system.teacher_lead:
-            c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
-            cfg.trainer.max_steps = settings.steps + c.teacher_lead_steps  # the student's steps stay the table's
+        # The lead is the system's (codert_small ships one: the table's other systems run without it); the run is the
+        # lead longer than trainer.max_steps, the table's student steps.
+        c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
         c.mode = system.mode
         if system.kd_weight is not None:
             c.kd_weight = system.kd_weight

@@ -346,13 +346,17 @@ def test_a_system_whose_teacher_fields_do_not_pair_is_refused(fields, message):
         pt.System("x", "x", **{"mode": "tandem", **fields})
 
 
-def test_a_teacher_lead_system_trains_the_tables_student_steps_after_its_lead(tmp_path):
-    """4r's run is the lead plus the table's steps, so its student gets the baseline's budget."""
+def test_a_teacher_lead_system_trains_the_tables_student_steps_after_its_lead_and_the_others_none(tmp_path):
+    """4r's run is the lead plus the table's steps (trainer.max_steps are the students'), so its student gets the
+    baseline's budget; the table's other systems keep tandem from scratch although codert_small ships the lead."""
     pt = benchmark_module("paper_table")
     settings = replace(pt.PRESETS["quick"], steps=1800)
     cfg = pt.system_config(settings, pt.BY_NAME["codert_lead"], 0, tmp_path, None)
-    assert cfg.model.codert.teacher_lead_steps == 450 and cfg.trainer.max_steps == 2250
+    assert cfg.model.codert.teacher_lead_steps == 450 and cfg.trainer.max_steps == 1800
     assert cfg.model.codert.mode == "tandem" and cfg.model.codert.teacher_nemo is None
+    assert pt.compose("codert_small").model.codert.teacher_lead_steps == 450
+    for system in ("codert", "tandem_implicit", "student_only"):
+        assert pt.system_config(settings, pt.BY_NAME[system], 0, tmp_path, None).model.codert.teacher_lead_steps == 0
 
 
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):
@@ -452,8 +456,8 @@ def test_gap_closed_is_over_the_seeds_a_row_shares_and_none_within_the_noise(tmp
 
 
 def test_the_cost_pass_times_a_lead_systems_tandem_steps(tmp_path):
-    """A timing run is a few steps: with the lead's 450 in its config it would be refused (max_steps <= lead), and
-    a shorter lead would be most of what it times. Training keeps the lead."""
+    """A timing run is a few steps: the lead's 450 before them would be all of what it times (the teacher alone).
+    Training keeps the lead."""
     pt = benchmark_module("paper_table")
     settings = replace(
         pt.PRESETS["quick"], steps=1800, systems=["student_only", "teacher_only", "codert", "codert_lead"]

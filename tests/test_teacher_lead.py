@@ -12,10 +12,12 @@ from omegaconf import open_dict
 from nemo.core.optim.lr_scheduler import prepare_lr_scheduler
 
 from nemo_codert.models import CodertRNNTBPEModel
+from nemo_codert.models.config import parse_codert_config
 
 from helpers.factories import make_trainer, tiny_config
 
-LEAD, STEPS = 2, 4
+LEAD, STEPS = 2, 2  # STEPS: trainer.max_steps, the students' steps; the run is LEAD + STEPS
+RUN = LEAD + STEPS
 
 
 class _Recorder(Callback):
@@ -65,7 +67,7 @@ def test_the_teacher_leads_alone_then_the_students_join_with_fresh_moments_and_s
     teacher_start = [p.detach().clone() for p in model.encoder.parameters()]
     assert model.kd_scale() == 0.0  # KD is off during the lead, and validation logs it so (val_kd_weighted)
     trainer.fit(model)
-    assert trainer.global_step == STEPS
+    assert trainer.global_step == RUN  # the lead, then the students' trainer.max_steps
     assert model.kd_scale() == cfg.codert.kd_weight * cfg.codert.kd_temperature**2
 
     # The lead: not one student weight moves (no gradient, so no AdamW step and no weight decay); the teacher learns.
@@ -82,28 +84,40 @@ def test_the_teacher_leads_alone_then_the_students_join_with_fresh_moments_and_s
     sched = dict(cfg.optim.sched)
     lr = cfg.optim.lr
     expected = _nemo_schedule([0.5 * lr, 0.5 * lr], LEAD, sched, LEAD)
-    expected += _nemo_schedule([lr, 0.5 * lr], STEPS - LEAD, sched, STEPS - LEAD)
+    expected += _nemo_schedule([lr, 0.5 * lr], STEPS, sched, STEPS)
     torch.testing.assert_close(torch.tensor(recorder.lrs), torch.tensor(expected))
 
 
-def test_a_teacher_lead_needs_a_learning_teacher_and_steps_after_it(corpus):
-    with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps .* mode 'student_only'"):
-        CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2, "codert.mode": "student_only"}))
+def test_without_a_teacher_that_learns_from_scratch_the_lead_is_skipped_and_the_students_keep_their_steps(corpus):
+    """One config (codert_small ships a lead) serves CoDERT, its baseline, a static teacher and phase 2 of the two
+    runs: where no teacher learns from scratch the lead is a logged no-op, and trainer.max_steps is the run."""
+    skipped = {
+        "student_only": {"codert.mode": "student_only"},
+        "a teacher that does not learn": {"codert.teacher_rnnt_weight": 0.0},
+        "a teacher trained already": {"codert.teacher_nemo": "teacher.nemo"},
+    }
+    for why, overrides in skipped.items():
+        codert = parse_codert_config(tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, **overrides}))
+        assert codert.teacher_lead_steps == 0, why
+    assert parse_codert_config(tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD})).teacher_lead_steps == LEAD
+    trainer = make_trainer(max_steps=STEPS)
+    cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, "codert.mode": "student_only"})
+    trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer))
+    assert trainer.global_step == STEPS
+
+
+def test_a_teacher_lead_needs_a_step_limit_and_a_schedule(corpus):
     with pytest.raises(ValueError, match="teacher_lead_steps: must be >= 0"):
         CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": -1}))
-    trainer = make_trainer(max_steps=2)
-    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
-    with pytest.raises(ValueError, match="teacher_lead_steps: 2 steps of teacher alone, but trainer.max_steps is 2"):
-        trainer.fit(model)
     trainer = make_trainer(max_steps=-1, max_epochs=1)  # epochs, no step count: no schedule to restart over
     model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": 2}), trainer=trainer)
-    with pytest.raises(ValueError, match="trainer.max_steps is -1"):
+    with pytest.raises(ValueError, match="teacher_lead_steps: 2 needs trainer.max_steps .*got -1"):
         trainer.fit(model)
     # No schedule: no group's rate could change at the hand-over.
     cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": 2})
     with open_dict(cfg):
         del cfg.optim.sched
-    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=4))
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=make_trainer(max_steps=STEPS))
     with pytest.raises(ValueError, match="teacher_lead_steps: 2 needs model.optim.sched"):
         model.setup_optimization(model.cfg.optim)
 
@@ -141,7 +155,7 @@ def test_a_run_stopped_in_the_lead_resumes_with_the_same_schedule_and_hand_over(
     resumed = _Recorder()
     trainer = make_trainer(max_steps=STEPS, callbacks=[resumed])
     trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer), ckpt_path=str(tmp_path / "lead.ckpt"))
-    assert trainer.global_step == STEPS
+    assert trainer.global_step == RUN  # the step limit is extended by the lead once, in the resumed run as well
     # The resumed run's last three steps use the uninterrupted run's lrs, and its moments restart at the hand-over.
     assert resumed.lrs == whole.lrs[1:] and resumed.adam_steps == whole.adam_steps[1:] == [2, 1, 2]
 

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from nemo.utils import logging
+
 from nemo_codert.losses.encoder_kd import KD_REDUCTIONS
 
 __all__ = [
@@ -89,7 +91,8 @@ class CodertConfig:
     kd_start: str = "always"
     # N > 0 (tandem): the teacher side trains alone for the run's first N steps, then the students join with the
     # optimiser's moments and the lr schedule started afresh: a teacher head start in one run (TeacherLeadMixin).
-    # trainer.max_steps counts the lead too.
+    # trainer.max_steps stays the students' steps; the run is N steps longer. Where no teacher learns from scratch
+    # beside the students (another mode, teacher_rnnt_weight 0, a teacher_nemo to start from) it is skipped, logged.
     teacher_lead_steps: int = 0
     # What the KD term compares: CoDERT's encoder logits (B x T x (V+1)), or the collapsed joint posteriors at every
     # lattice node (B x T x (U+1) x 3), Panchapagesan et al. 2021, for comparison; both weighted λ·τ².
@@ -120,6 +123,17 @@ def aux_ctc_weight(model_cfg: DictConfig) -> Optional[float]:
     """``model.aux_ctc.ctc_loss_weight`` (NeMo's hybrid models default it to 0.5); None without an aux_ctc section."""
     aux_ctc = model_cfg.get("aux_ctc", None)
     return None if aux_ctc is None else float(aux_ctc.get("ctc_loss_weight", 0.5))
+
+
+def _why_no_teacher_lead(cfg: CodertConfig) -> Optional[str]:
+    """Why a teacher lead would mean nothing for this config; None where it applies."""
+    if cfg.mode != "tandem":
+        return f"mode {cfg.mode!r} has no teacher that learns"
+    if cfg.teacher_rnnt_weight == 0:
+        return "teacher_rnnt_weight 0: the teacher does not learn"
+    if cfg.teacher_nemo:
+        return "the teacher starts from teacher_nemo, trained already"
+    return None
 
 
 def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
@@ -180,12 +194,12 @@ def parse_codert_config(model_cfg: DictConfig) -> CodertConfig:
             "the KD and CTC terms are reduced like the RNN-T loss they join, and a per-token normalisation has "
             "no frame-level counterpart"
         )
-    if cfg.teacher_lead_steps and (cfg.mode != "tandem" or cfg.teacher_rnnt_weight == 0):
-        raise ValueError(
-            f"model.codert.teacher_lead_steps: {cfg.teacher_lead_steps} steps of the teacher learning alone need a "
-            f"teacher that learns (mode tandem, teacher_rnnt_weight > 0); got mode {cfg.mode!r}, teacher_rnnt_weight "
-            f"{cfg.teacher_rnnt_weight}"
-        )
+    lead_skipped = _why_no_teacher_lead(cfg)
+    if cfg.teacher_lead_steps and lead_skipped:
+        # A logged no-op, not an error: the shipped configs carry a lead, and the same config serves the baseline
+        # (student_only), a static teacher, and phase 2 of the two-run recipe (teacher_nemo), which has led already.
+        logging.info(f"model.codert.teacher_lead_steps: {cfg.teacher_lead_steps} skipped: {lead_skipped}")
+        cfg.teacher_lead_steps = 0
     if cfg.teacher_lr_scale <= 0:
         raise ValueError(f"model.codert.teacher_lr_scale: must be > 0, got {cfg.teacher_lr_scale}")
     if cfg.teacher_lr_scale != 1.0 and model_cfg.get("optim_param_groups", None):

@@ -10,11 +10,14 @@ tandem from its export: system 4q of ``benchmarks/paper_table.py``). This mixin 
   teacher encoder's rate, as the teacher-alone run of the two-run recipe does, under a schedule of its own over the N
   steps (warm-up and cosine of ``model.optim.sched``).
 - at step N, the hand-over: the optimiser's moments are cleared and the schedule starts again, warm-up included, over
-  the remaining ``trainer.max_steps - N`` steps with each group at its own rate, as the tandem run of the two-run
+  the students' ``trainer.max_steps`` steps with each group at its own rate, as the tandem run of the two-run
   recipe starts them fresh. From there on it is a tandem run; KD's warm-up (``kd_warmup_steps``) counts from N.
 
-So ``trainer.max_steps`` is the lead plus the student's steps: 1800 student steps after a 450-step lead are
-``trainer.max_steps=2250 model.codert.teacher_lead_steps=450``.
+``trainer.max_steps`` stays the students' steps in every mode, so that one config trains CoDERT and its
+``student_only`` baseline for the same student budget: the lead makes the fit N steps longer (``setup`` extends the
+trainer's step limit once, before NeMo builds the schedules). ``conf/codert_small.yaml`` ships
+``teacher_lead_steps: 450`` with ``trainer.max_steps: 1800``: a run of 2250 steps, 1800 of them the students'.
+Where no teacher learns from scratch beside the students, ``parse_codert_config`` skips the lead (logged).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ class TeacherLeadMixin:
     """Put it before ``KdGateMixin`` and ``PairLossesMixin`` in the bases (so that a KD gate opened during the lead,
     where the untrained student trails any teacher, still starts KD at the hand-over). It overrides
     ``students_learn_now`` (whether this training step runs the students, read by ``PairLossesMixin.codert_losses``),
-    ``kd_start_step`` (not before the hand-over), ``setup_optimization`` (the two schedules; a lead without
-    ``optim.sched`` is refused), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (a run that ends inside
-    the lead, or DDP that does not allow unused parameters, is refused). The host provides ``codert``
+    ``kd_start_step`` (not before the hand-over), ``setup`` (the fit is the lead longer than ``trainer.max_steps``; a
+    run without a step limit is refused), ``setup_optimization`` (the two schedules; a lead without ``optim.sched``
+    is refused), ``on_train_batch_start`` (the hand-over) and ``on_fit_start`` (DDP that does not allow unused
+    parameters is refused). The host provides ``codert``
     (``teacher_lead_steps``), ``encoder`` (the teacher's) and NeMo's ``_optimizer``/``_scheduler``/``_trainer``."""
 
     @property
@@ -57,15 +61,28 @@ class TeacherLeadMixin:
         start = super().kd_start_step()
         return None if start is None else max(start, self.teacher_lead_steps)
 
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
+        lead = self.teacher_lead_steps
+        if not lead or stage != "fit":
+            return
+        loop = self.trainer.fit_loop.epoch_loop
+        if getattr(loop, "_codert_teacher_lead", None) is not None:
+            return  # a second fit on the same trainer: extended once already
+        if loop.max_steps is None or loop.max_steps < 1:
+            raise ValueError(
+                f"model.codert.teacher_lead_steps: {lead} needs trainer.max_steps (the students' steps; got "
+                f"{loop.max_steps}): the schedule restarts at the hand-over over those steps"
+            )
+        # Lightning has no public setter for the step limit; its epoch loop holds it as a plain attribute, read at
+        # every step. Set here, before configure_optimizers, so that NeMo's schedules see the whole run.
+        loop.max_steps += lead
+        loop._codert_teacher_lead = lead
+        logging.info(f"CoDERT: the teacher leads alone for {lead} steps, then {loop.max_steps - lead} students' steps")
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        lead, max_steps = self.teacher_lead_steps, self.trainer.max_steps
-        if lead and max_steps <= lead:
-            raise ValueError(
-                f"model.codert.teacher_lead_steps: {lead} steps of teacher alone, but trainer.max_steps is "
-                f"{max_steps}: the students would never train (or, at -1, the schedule could not restart over the "
-                "steps after the hand-over). trainer.max_steps counts the lead too: the lead + the students' steps"
-            )
+        lead = self.teacher_lead_steps
         strategy = self.trainer.strategy
         # During the lead the students' parameters get no gradient; torch's DDP waits for every parameter's gradient
         # unless told some may be unused, and fails at the second step ("Expected to have finished reduction").
@@ -75,6 +92,14 @@ class TeacherLeadMixin:
                 "during the lead, which DDP refuses unless it looks for unused parameters: "
                 "trainer.strategy=ddp_find_unused_parameters_true"
             )
+
+    def _students_steps(self) -> Optional[int]:
+        """``trainer.max_steps`` as configured (the students' steps), whether or not ``setup`` has extended it."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return None
+        loop = trainer.fit_loop.epoch_loop
+        return loop.max_steps - (getattr(loop, "_codert_teacher_lead", None) or 0)
 
     def setup_optimization(
         self, optim_config: Optional[Union[DictConfig, Dict]] = None, optim_kwargs: Optional[Dict[str, Any]] = None
@@ -87,12 +112,12 @@ class TeacherLeadMixin:
                 f"model.codert.teacher_lead_steps: {lead} needs model.optim.sched (the lead and the steps after it "
                 "each run NeMo's schedule of it)"
             )
-        scheduled = self._scheduler is not None and self._trainer is not None and self._trainer.max_steps > lead
-        if not lead or not scheduled:
-            return self._optimizer, self._scheduler  # NeMo's (on_fit_start refuses a run that ends in the lead)
+        students = self._students_steps()
+        if not lead or self._scheduler is None or students is None or students < 1:
+            return self._optimizer, self._scheduler  # NeMo's (setup refuses a fit without a step limit)
         sched = OmegaConf.to_container(self._cfg.optim.sched, resolve=True)
         phases = []
-        for steps in (lead, self._trainer.max_steps - lead):
+        for steps in (lead, students):
             phases.append(prepare_lr_scheduler(self._optimizer, dict(sched, max_steps=steps), self._train_dl))
         lead_sched, tandem = phases[0]["scheduler"], phases[1]
         # The lead: every group at the teacher encoder's rate (each group's ``initial_lr``, what a group was built
