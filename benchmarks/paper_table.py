@@ -598,6 +598,9 @@ def system_config(
     from nemo_codert.models.mixins.offline_teacher import RETIMING_AUGMENTATIONS
 
     cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
+    # A table's system leads only if it says so (codert_small ships a lead: its other systems are tandem from
+    # scratch); set before the overrides, so that --set model.codert.teacher_lead_steps=N still applies.
+    cfg.model.codert.teacher_lead_steps = 0
     # The table's changes (--set), then the system's own; values parsed as YAML.
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([*settings.overrides, *system.overrides]))
     with open_dict(cfg):
@@ -606,9 +609,8 @@ def system_config(
         cfg.trainer.max_steps = settings.steps
         cfg.trainer.val_check_interval = settings.val_every  # what the worker's trainer runs (and the key holds)
         c = cfg.model.codert
-        # The lead is the system's (codert_small ships one: the table's other systems run without it); the run is the
-        # lead longer than trainer.max_steps, the table's student steps.
-        c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
+        if system.teacher_lead:  # the run is the lead longer than trainer.max_steps, the table's student steps
+            c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
         c.mode = system.mode
         if system.kd_weight is not None:
             c.kd_weight = system.kd_weight

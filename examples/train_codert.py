@@ -56,6 +56,10 @@ def main(cfg: DictConfig) -> None:
         logging.info(f"Corpus ready in {corpus.root}")
     logging.info(f"Hydra config:\n{OmegaConf.to_yaml(cfg)}")
 
+    if cfg.get("seed") is not None:
+        # Before the model is made: its initial weights, spec-augment's masks and dropout draw from these generators,
+        # so the same config and seed train the same model (the data order has its own seed, model.train_ds.seed).
+        pl.seed_everything(cfg.seed, workers=True)
     trainer = pl.Trainer(**resolve_trainer_cfg(cfg.trainer))
     exp = cfg.get("exp_manager") or {}
     if exp.get("resume_if_exists"):  # every rank: each one's exp_manager must find a single last checkpoint

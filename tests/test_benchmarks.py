@@ -357,6 +357,9 @@ def test_a_teacher_lead_system_trains_the_tables_student_steps_after_its_lead_an
     assert pt.compose("codert_small").model.codert.teacher_lead_steps == 450
     for system in ("codert", "tandem_implicit", "student_only"):
         assert pt.system_config(settings, pt.BY_NAME[system], 0, tmp_path, None).model.codert.teacher_lead_steps == 0
+    # ... unless the table sets one for every system (--set), as it may set any key.
+    led = replace(settings, overrides=["model.codert.teacher_lead_steps=100"])
+    assert pt.system_config(led, pt.BY_NAME["codert"], 0, tmp_path, None).model.codert.teacher_lead_steps == 100
 
 
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):

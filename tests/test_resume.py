@@ -3,39 +3,10 @@ data position, and `.nemo` / checkpoint writes are atomic."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from helpers.factories import make_trainer, tiny_config
-
-
-def _script_config(corpus, tmp_path: Path, max_steps: int):
-    """The shipped default config, shrunk (tiny_config) and pointed at the test corpus, for the real training script."""
-    from omegaconf import OmegaConf
-
-    from helpers.factories import REPO
-
-    cfg = OmegaConf.load(REPO / "conf" / "codert_small.yaml")
-    cfg.model = tiny_config(corpus)
-    cfg.data = None  # the corpus exists already
-    cfg.trainer.max_steps = max_steps
-    cfg.trainer.val_check_interval = 2
-    cfg.trainer.log_every_n_steps = 1
-    cfg.trainer.enable_progress_bar = False
-    cfg.exp_manager.exp_dir = str(tmp_path / "exp")
-    cfg.exp_manager.create_tensorboard_logger = False
-    cfg.exp_manager.resume_if_exists = True
-    cfg.exp_manager.resume_ignore_no_checkpoint = True
-    cfg.exp_manager.checkpoint_callback_params.save_last = True
-    cfg.exp_manager.checkpoint_callback_params.always_save_nemo = False
-    cfg.exp_manager.checkpoint_callback_params.save_nemo_on_train_end = False
-    cfg.model.validation_ds.manifest_filepath = str(corpus.dev_manifest)
-    cfg.model.test_ds.manifest_filepath = None
-    (tmp_path / "conf").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, tmp_path / "conf" / "run.yaml")
-    return tmp_path / "conf"
+from helpers.factories import make_trainer, script_config, tiny_config
 
 
 @pytest.mark.slow
@@ -51,7 +22,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
     from helpers.factories import REPO
 
     max_steps = 10  # the corpus has ~9 batches per epoch: both the kill and the end fall mid-epoch
-    conf = _script_config(corpus, tmp_path, max_steps)
+    conf = script_config(corpus, tmp_path, max_steps)
     command = [
         sys.executable,
         str(REPO / "examples" / "train_codert.py"),

@@ -169,3 +169,15 @@ def test_with_one_parameter_group_the_lead_runs_at_the_shared_lr(corpus):
     assert len(model._optimizer.param_groups) == 1
     assert isinstance(model._scheduler["scheduler"], torch.optim.lr_scheduler.SequentialLR)
     assert model._scheduler["scheduler"]._schedulers[0].base_lrs == [cfg.optim.lr]
+
+
+def test_a_second_fit_on_the_same_trainer_is_extended_from_the_students_steps_again(corpus):
+    """The step limit is set from the students' steps at each fit: a second lead model on the same trainer runs
+    the same LEAD + STEPS, not LEAD more, and a model without a lead after it its STEPS alone."""
+    trainer = make_trainer(max_steps=STEPS)
+    led = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD}), trainer=trainer)
+    plain = CodertRNNTBPEModel(cfg=tiny_config(corpus), trainer=trainer)
+    for expected, model in ((RUN, led), (RUN, led), (STEPS, plain)):
+        model.setup("fit")
+        assert trainer.max_steps == expected
+        assert model._students_steps() == STEPS

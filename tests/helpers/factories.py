@@ -120,3 +120,28 @@ def benchmark_module(name: str):
     sys.modules.setdefault(name, module)  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def script_config(corpus, tmp_path: Path, max_steps: int):
+    """The shipped default config, shrunk (tiny_config) and pointed at the test corpus, for the real training script."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO / "conf" / "codert_small.yaml")
+    cfg.model = tiny_config(corpus)
+    cfg.data = None  # the corpus exists already
+    cfg.trainer.max_steps = max_steps
+    cfg.trainer.val_check_interval = 2
+    cfg.trainer.log_every_n_steps = 1
+    cfg.trainer.enable_progress_bar = False
+    cfg.exp_manager.exp_dir = str(tmp_path / "exp")
+    cfg.exp_manager.create_tensorboard_logger = False
+    cfg.exp_manager.resume_if_exists = True
+    cfg.exp_manager.resume_ignore_no_checkpoint = True
+    cfg.exp_manager.checkpoint_callback_params.save_last = True
+    cfg.exp_manager.checkpoint_callback_params.always_save_nemo = False
+    cfg.exp_manager.checkpoint_callback_params.save_nemo_on_train_end = False
+    cfg.model.validation_ds.manifest_filepath = str(corpus.dev_manifest)
+    cfg.model.test_ds.manifest_filepath = None
+    (tmp_path / "conf").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, tmp_path / "conf" / "run.yaml")
+    return tmp_path / "conf"

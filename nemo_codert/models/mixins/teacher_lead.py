@@ -63,22 +63,25 @@ class TeacherLeadMixin:
 
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
-        lead = self.teacher_lead_steps
-        if not lead or stage != "fit":
+        if stage != "fit":
             return
-        loop = self.trainer.fit_loop.epoch_loop
-        if getattr(loop, "_codert_teacher_lead", None) is not None:
-            return  # a second fit on the same trainer: extended once already
-        if loop.max_steps is None or loop.max_steps < 1:
+        lead, students = self.teacher_lead_steps, self._students_steps()
+        if lead and (students is None or students < 1):
             raise ValueError(
                 f"model.codert.teacher_lead_steps: {lead} needs trainer.max_steps (the students' steps; got "
-                f"{loop.max_steps}): the schedule restarts at the hand-over over those steps"
+                f"{students}): the schedule restarts at the hand-over over those steps"
             )
+        if students is None:
+            return
         # Lightning has no public setter for the step limit; its epoch loop holds it as a plain attribute, read at
-        # every step. Set here, before configure_optimizers, so that NeMo's schedules see the whole run.
-        loop.max_steps += lead
+        # every step. Set here, before configure_optimizers, so that NeMo's schedules see the whole run; from the
+        # students' steps each time, so that a second fit on the same trainer (any model, any lead) is not extended
+        # twice.
+        loop = self.trainer.fit_loop.epoch_loop
+        loop.max_steps = students + lead
         loop._codert_teacher_lead = lead
-        logging.info(f"CoDERT: the teacher leads alone for {lead} steps, then {loop.max_steps - lead} students' steps")
+        if lead:
+            logging.info(f"CoDERT: the teacher leads alone for {lead} steps, then {students} students' steps")
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
