@@ -598,6 +598,7 @@ def system_config(
     from nemo_codert.models.mixins.offline_teacher import RETIMING_AUGMENTATIONS
 
     cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
+    cfg.pop("seed", None)  # the script's seed: a worker seeds itself with the run's seed (the key holds that one)
     # A table's system leads only if it says so (codert_small ships a lead: its other systems are tandem from
     # scratch); set before the overrides, so that --set model.codert.teacher_lead_steps=N still applies.
     cfg.model.codert.teacher_lead_steps = 0
