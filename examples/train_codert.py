@@ -57,8 +57,9 @@ def main(cfg: DictConfig) -> None:
     logging.info(f"Hydra config:\n{OmegaConf.to_yaml(cfg)}")
 
     if cfg.get("seed") is not None:
-        # Before the model is made: its initial weights, spec-augment's masks and dropout draw from these generators,
-        # so the same config and seed train the same model (the data order has its own seed, model.train_ds.seed).
+        # Before the model is made: its initial weights, spec-augment's masks, dropout and NeMo's speed perturbation
+        # (python's `random`) draw from these generators, so the same config and seed train the same model (the data
+        # order has its own seed, model.train_ds.seed).
         pl.seed_everything(cfg.seed, workers=True)
     trainer = pl.Trainer(**resolve_trainer_cfg(cfg.trainer))
     exp = cfg.get("exp_manager") or {}
