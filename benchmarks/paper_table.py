@@ -996,6 +996,7 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
         jobs.append(source)
     for seed in s.seeds if kind == "train" else s.seeds[:1]:
         teacher_run = work / "runs" / f"teacher_only-seed{seed}"
+        teacher_key = None  # system 2's run key for this seed, made once for the systems that learn from its file
         for system in s.chosen_systems():
             if seed not in s.seeds_of(system.name):
                 continue
@@ -1015,14 +1016,12 @@ def plan_jobs(s: Settings, work: Path, corpus_dir: Path, kind: str) -> List[Job]
                 teacher = Path(source.spec["run_dir"]) if own_budget else teacher_run
                 spec["teacher_nemo"] = str(teacher / "student.nemo")
                 needs = source.result if own_budget else work / "train" / f"teacher_only-seed{seed}.json"
-                teacher_spec = (
-                    source.spec
-                    if own_budget
-                    else run_spec(
+                if not own_budget and teacher_key is None:
+                    system_2 = run_spec(
                         s, BY_NAME["teacher_only"], seed, corpus_dir, work, kind="train", threads=train_threads
                     )
-                )
-                spec["teacher_key"] = _spec_key(teacher_spec)
+                    teacher_key = _spec_key(system_2)
+                spec["teacher_key"] = _spec_key(source.spec) if own_budget else teacher_key
             jobs.append(Job(spec, needs))
     # Teachers first (the longest first): the static-teacher runs wait for them.
     return sorted(jobs, key=lambda j: (j is not source, j.spec["system"] != "teacher_only", j.needs is not None))

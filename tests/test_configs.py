@@ -61,6 +61,22 @@ def test_the_streaming_config_distils_with_the_frame_shift_its_table_chose():
         assert OmegaConf.select(streaming, key) == OmegaConf.select(small, key), key
 
 
+def _table_settings(pt, **fields):
+    """The paper table's settings for a shipped config's 1800 steps, seed 0, validated as the shipped configs are
+    (every 450 steps; the tables validated every 300: when to score is no training input)."""
+    return pt.Settings(
+        hours=1.0,
+        dev_hours=0.1,
+        test_hours=0.2,
+        steps=1800,
+        seeds=[0],
+        val_every=450,
+        time_steps=0,
+        jobs=2,
+        **fields,
+    )
+
+
 @pytest.mark.parametrize(
     "config, table_config, max_steps, head_start",
     [
@@ -77,17 +93,7 @@ def test_the_teacher_configs_are_the_paper_tables_system_2(tmp_path, config, tab
     codert_streaming at the shipped 1800 steps (the streaming tables, benchmarks/results/streaming_head_start*/, ran
     1200 steps with a 300-step head start: the same share)."""
     pt = benchmark_module("paper_table")
-    settings = pt.Settings(
-        hours=1.0,
-        dev_hours=0.1,
-        test_hours=0.2,
-        steps=1800,
-        seeds=[0],
-        val_every=450,  # the shipped configs' (the tables validated every 300: when to score is no training input)
-        time_steps=0,
-        jobs=2,
-        config=table_config,
-    )
+    settings = _table_settings(pt, config=table_config)
     if head_start:
         head = pt.head_start_job(settings, pt.BY_NAME["codert_head_start"], 0, tmp_path, tmp_path, 1)
         settings = pt.Settings(**head.spec["settings"])
@@ -124,9 +130,7 @@ def test_the_default_config_is_the_tables_4r_a_teacher_lead_in_one_run_and_its_b
     students' steps, so the README's baseline (mode=student_only) and phase 2 of the two runs (teacher_nemo), where
     the lead is skipped, train their student as long as the lead run does."""
     pt = benchmark_module("paper_table")
-    settings = pt.Settings(
-        hours=1.0, dev_hours=0.1, test_hours=0.2, steps=1800, seeds=[0], val_every=450, time_steps=0, jobs=2
-    )
+    settings = _table_settings(pt)
     table = pt.system_config(settings, pt.BY_NAME["codert_lead"], 0, tmp_path, None)
     shipped = compose_config("codert_small", [f"data.dir={tmp_path}", "model.train_ds.seed=0"])
     OmegaConf.resolve(shipped)

@@ -14,8 +14,8 @@ tandem from its export: system 4q of ``benchmarks/paper_table.py``). This mixin 
   recipe starts them fresh. From there on it is a tandem run; KD's warm-up (``kd_warmup_steps``) counts from N.
 
 ``trainer.max_steps`` stays the students' steps in every mode, so that one config trains CoDERT and its
-``student_only`` baseline for the same student budget: the lead makes the fit N steps longer (``setup`` extends the
-trainer's step limit once, before NeMo builds the schedules). ``conf/codert_small.yaml`` ships
+``student_only`` baseline for the same student budget: the lead makes the fit N steps longer (``setup`` sets the
+trainer's step limit to the students' steps + N at each fit, before NeMo builds the schedules). ``conf/codert_small.yaml`` ships
 ``teacher_lead_steps: 450`` with ``trainer.max_steps: 1800``: a run of 2250 steps, 1800 of them the students'.
 Where no teacher learns from scratch beside the students, ``parse_codert_config`` skips the lead (logged).
 """
