@@ -20,15 +20,18 @@ Pipeline (every stage reuses what an earlier, interrupted run finished: rerun th
    number of every run) and ``paper_table.png`` (test WER per system; dev WER over training for 1 and 4).
 
 Systems (``SYSTEMS``): 1 student_only, 2 teacher_only (the teacher architecture trained alone), 3 tandem with
-lambda=0 (implicit distillation through the shared prediction network and joint only), 4 CoDERT (tandem + encoder-
-logit KD), 5 static_teacher (KD from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders;
-7 and 8 are 4 and 5 with the lattice KD of Panchapagesan et al. 2021 (``model.codert.kd_target: joint_lattice``)
-in place of the encoder logits, CoDERT's choice of what to distil measured against the other; 9 is 5 with the
+lambda=0 (implicit distillation through the shared prediction network and joint only), 4 CoDERT as ``codert_small``
+ships it (the teacher side alone for a quarter of the steps, then tandem + encoder-logit KD), 5 static_teacher (KD
+from system 2's model of the same seed, frozen), 6 CoDERT with separate decoders; 7 and 8 are 4 and 5 with the
+lattice KD of Panchapagesan et al. 2021 (``model.codert.kd_target: joint_lattice``) in place of the encoder logits,
+CoDERT's choice of what to distil measured against the other; 3, 6 and 7 lead as 4 does, and 4s
+(``codert_scratch``, the recipe until ab33403) is 4 without the lead: tandem from scratch. 9 is 5 with the
 teacher's encoder logits cached once (top 8 per frame) and no teacher in training (``model.codert.mode:
 offline_teacher``; 9b and 9c keep 4 and 16, and run only when named, as ``benchmarks/offline_teacher.py`` does).
-4b and 5c are 4 and 5 with the teacher's KD logits made from the clean features (``model.codert.kd_teacher_input:
+4b and 5c are 4s and 5 with the teacher's KD logits made from the clean features (``model.codert.kd_teacher_input:
 clean``), as 9's cache is, and 5d is 5 with the student's own prediction network and joint, as 9 has: which of 9's
-differences it gains by; they too run only when named.
+differences it gains by; they too run only when named. Most other named screens (their labels say "4 ..." from
+before the lead shipped) vary 4s, tandem from scratch.
 """
 
 from __future__ import annotations
@@ -180,16 +183,38 @@ NO_REGULARISATION = (*STUDENT_UNREGULARISED, *(f"model.encoder.{key}=0.0" for ke
 #: The teacher encoder's dropouts at 0.1 again, the rest of the shipped (unregularised) recipe unchanged.
 TEACHER_DROPOUT = tuple(f"model.encoder.{key}=0.1" for key in ENCODER_DROPOUTS)
 
+#: The teacher lead of the shipped recipe as a share of the students' steps: codert_small's teacher_lead_steps 450
+#: of its 1800 (tests/test_configs.py checks that its model and trainer are system 4's). System 4 is CoDERT as it
+#: ships, and the systems that are 4 with one change (3, 6, 7, 4z) lead as it does; 4s is tandem from scratch.
+SHIPPED_LEAD = 0.25
+
 SYSTEMS: Sequence[System] = (
     System("student_only", "1 student alone (baseline)", "student_only", kd_weight=0.0, curve=True),
     System("teacher_only", "2 teacher alone", "student_only", kd_weight=0.0, teacher_sized=True),
-    System("tandem_implicit", "3 tandem, lambda=0 (implicit only)", "tandem", kd_weight=0.0),
-    System("codert", "4 CoDERT: tandem + encoder KD", "tandem", curve=True),
+    System(
+        "tandem_implicit", "3 tandem, lambda=0 (implicit only)", "tandem", kd_weight=0.0, teacher_lead=SHIPPED_LEAD
+    ),
+    System(
+        "codert",
+        "4 CoDERT as shipped: the teacher side alone for a quarter of the steps, then tandem + encoder KD",
+        "tandem",
+        curve=True,
+        teacher_lead=SHIPPED_LEAD,
+    ),
+    # The recipe until ab33403 (and this table's system 4 until then): no lead, both sides from the first step.
+    System("codert_scratch", "4s CoDERT from scratch: tandem + encoder KD, no teacher lead", "tandem", curve=True),
     System("static_teacher", "5 static teacher (2) + encoder KD", "static_teacher"),
     # 5's control: the same frozen teacher (its trained prediction network and joint serve the student) without KD,
     # so that 5 - 5b is what the KD term itself buys.
     System("static_teacher_kd0", "5b static teacher (2), lambda=0", "static_teacher", kd_weight=0.0),
-    System("codert_own_decoder", "6 CoDERT, separate decoders", "tandem", share_decoder=False, curve=True),
+    System(
+        "codert_own_decoder",
+        "6 CoDERT, separate decoders",
+        "tandem",
+        share_decoder=False,
+        curve=True,
+        teacher_lead=SHIPPED_LEAD,
+    ),
     # Two tries at a tandem teacher that leads by more: 6 at the lambda that made the static teacher's student with
     # its own decoder and joint best (5d, lambda=0.3), and 4 with the teacher encoder at the full learning rate.
     System(
@@ -240,17 +265,6 @@ SYSTEMS: Sequence[System] = (
         teacher_head_start=0.25,
         in_full_table=False,
     ),
-    # 4q in one run: the same quarter of the steps as a lead of the tandem run's teacher side (prediction network and
-    # joint included) before the students join, moments and schedule restarted at the hand-over as 4q's second run
-    # starts them.
-    System(
-        "codert_lead",
-        "4r CoDERT after a teacher lead in one run: the teacher side alone for a quarter of the steps, then tandem",
-        "tandem",
-        curve=True,
-        teacher_lead=0.25,
-        in_full_table=False,
-    ),
     # The teacher encoder's learning rate: the full rate (lr1) trails; below the shipped half rate (lr035, lr025), as
     # a wider encoder often wants a smaller step, it trails too (benchmarks/results/teacher_lr_screen/).
     *(
@@ -296,7 +310,7 @@ SYSTEMS: Sequence[System] = (
     ),
     # What CoDERT's choice of KD target buys: the same teachers (4's tandem, 5's static), distilled through the
     # lattice instead (Panchapagesan et al. 2021: collapsed joint posteriors at every T x (U+1) node), same lambda.
-    System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice"),
+    System("codert_lattice", "7 tandem + lattice KD", "tandem", kd_target="joint_lattice", teacher_lead=SHIPPED_LEAD),
     System("static_teacher_lattice", "8 static teacher (2) + lattice KD", "static_teacher", kd_target="joint_lattice"),
     # 8 in the shipped static recipe (conf/codert_small_static.yaml: the student's own decoder and joint, lambda 0.3),
     # against 5d at that lambda (static_teacher_own_decoder_l03): the KD target compared where the static mode is best.
@@ -385,6 +399,7 @@ SYSTEMS: Sequence[System] = (
         "tandem",
         curve=True,
         overrides=("model.codert.kd_frame_shift=0",),
+        teacher_lead=SHIPPED_LEAD,
         in_full_table=False,
     ),
     System(
@@ -599,8 +614,9 @@ def system_config(
 
     cfg = compose(settings.config)  # hydra's composition: a config may build on another (its defaults list)
     cfg.pop("seed", None)  # the script's seed: a worker seeds itself with the run's seed (the key holds that one)
-    # A table's system leads only if it says so (codert_small ships a lead: its other systems are tandem from
-    # scratch); set before the overrides, so that --set model.codert.teacher_lead_steps=N still applies.
+    # A table's system leads only if it says so (System.teacher_lead, a share of the table's steps: the config's 450
+    # would be all of a short table's run); set before the overrides, so that --set model.codert.teacher_lead_steps=N
+    # still applies to the systems that do not lead.
     cfg.model.codert.teacher_lead_steps = 0
     # The table's changes (--set), then the system's own; values parsed as YAML.
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([*settings.overrides, *system.overrides]))

@@ -346,20 +346,26 @@ def test_a_system_whose_teacher_fields_do_not_pair_is_refused(fields, message):
         pt.System("x", "x", **{"mode": "tandem", **fields})
 
 
-def test_a_teacher_lead_system_trains_the_tables_student_steps_after_its_lead_and_the_others_none(tmp_path):
-    """4r's run is the lead plus the table's steps (trainer.max_steps are the students'), so its student gets the
-    baseline's budget; the table's other systems keep tandem from scratch although codert_small ships the lead."""
+def test_the_tables_codert_leads_as_shipped_for_a_quarter_of_its_steps_and_4s_and_the_baselines_do_not(tmp_path):
+    """System 4 is CoDERT as codert_small ships it: the lead plus the table's steps (trainer.max_steps are the
+    students'), so its student gets the baseline's budget; 3 (its lambda=0 ablation) leads too, 4s and the
+    baselines do not, and a short table's lead is a quarter of its steps, not the config's 450."""
     pt = benchmark_module("paper_table")
     settings = replace(pt.PRESETS["quick"], steps=1800)
-    cfg = pt.system_config(settings, pt.BY_NAME["codert_lead"], 0, tmp_path, None)
-    assert cfg.model.codert.teacher_lead_steps == 450 and cfg.trainer.max_steps == 1800
-    assert cfg.model.codert.mode == "tandem" and cfg.model.codert.teacher_nemo is None
+    for system in ("codert", "tandem_implicit"):
+        cfg = pt.system_config(settings, pt.BY_NAME[system], 0, tmp_path, None)
+        assert cfg.model.codert.teacher_lead_steps == 450 and cfg.trainer.max_steps == 1800, system
+        assert cfg.model.codert.mode == "tandem" and cfg.model.codert.teacher_nemo is None
+    short = pt.system_config(replace(settings, steps=40), pt.BY_NAME["codert"], 0, tmp_path, None)
+    assert short.model.codert.teacher_lead_steps == 10
     assert pt.compose("codert_small").model.codert.teacher_lead_steps == 450
-    for system in ("codert", "tandem_implicit", "student_only"):
+    for system in ("codert_scratch", "student_only"):
         assert pt.system_config(settings, pt.BY_NAME[system], 0, tmp_path, None).model.codert.teacher_lead_steps == 0
     # ... unless the table sets one for every system (--set), as it may set any key.
     led = replace(settings, overrides=["model.codert.teacher_lead_steps=100"])
-    assert pt.system_config(led, pt.BY_NAME["codert"], 0, tmp_path, None).model.codert.teacher_lead_steps == 100
+    assert (
+        pt.system_config(led, pt.BY_NAME["codert_scratch"], 0, tmp_path, None).model.codert.teacher_lead_steps == 100
+    )
 
 
 def test_a_student_of_a_teacher_with_its_own_budget_closes_the_gap_to_that_teacher(tmp_path):
@@ -462,11 +468,9 @@ def test_the_cost_pass_times_a_lead_systems_tandem_steps(tmp_path):
     """A timing run is a few steps: the lead's 450 before them would be all of what it times (the teacher alone).
     Training keeps the lead."""
     pt = benchmark_module("paper_table")
-    settings = replace(
-        pt.PRESETS["quick"], steps=1800, systems=["student_only", "teacher_only", "codert", "codert_lead"]
-    )
+    settings = replace(pt.PRESETS["quick"], steps=1800, systems=["student_only", "teacher_only", "codert"])
     for kind, lead in (("time", 0), ("train", 450)):
-        job = next(j for j in pt.plan_jobs(settings, tmp_path, tmp_path, kind) if j.spec["system"] == "codert_lead")
+        job = next(j for j in pt.plan_jobs(settings, tmp_path, tmp_path, kind) if j.spec["system"] == "codert")
         assert pt.job_config(job.spec).model.codert.teacher_lead_steps == lead
 
 

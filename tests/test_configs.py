@@ -122,16 +122,14 @@ def test_the_streaming_teacher_subsamples_like_the_streaming_student():
     assert compose_config("codert_small_teacher").model.encoder.get("causal_downsampling", False) is False
 
 
-def test_the_default_config_is_the_tables_4r_a_teacher_lead_in_one_run_and_its_baseline_keeps_the_students_steps(
-    tmp_path,
-):
-    """codert_small ships what measured best of the one-run recipes (paper-table system 4r, 3 seeds:
-    benchmarks/results/teacher_lead_3seeds/): its model and trainer are 4r's at 1800 steps. trainer.max_steps is the
-    students' steps, so the README's baseline (mode=student_only) and phase 2 of the two runs (teacher_nemo), where
-    the lead is skipped, train their student as long as the lead run does."""
+def test_the_default_config_is_the_tables_system_4_and_its_baseline_keeps_the_students_steps(tmp_path):
+    """codert_small ships what measured best of the one-run recipes (4r, 3 seeds: results/teacher_lead_3seeds/),
+    and the paper table's system 4 is CoDERT as shipped: its model and trainer are system 4's at 1800 steps.
+    trainer.max_steps is the students' steps, so the README's baseline (mode=student_only) and phase 2 of the two
+    runs (teacher_nemo), where the lead is skipped, train their student as long as the lead run does."""
     pt = benchmark_module("paper_table")
     settings = _table_settings(pt)
-    table = pt.system_config(settings, pt.BY_NAME["codert_lead"], 0, tmp_path, None)
+    table = pt.system_config(settings, pt.BY_NAME["codert"], 0, tmp_path, None)
     shipped = compose_config("codert_small", [f"data.dir={tmp_path}", "model.train_ds.seed=0"])
     OmegaConf.resolve(shipped)
     table.model.codert.pop("kd_target")  # spelled out by the table, the config's default
