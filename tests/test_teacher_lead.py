@@ -106,6 +106,16 @@ def test_without_a_teacher_that_learns_from_scratch_the_lead_is_skipped_and_the_
     assert trainer.global_step == STEPS
 
 
+def test_a_fast_dev_run_skips_the_lead_so_that_its_step_trains_the_students(corpus):
+    """fast_dev_run is the smoke test of a config: with a lead its one batch would run the teacher side alone."""
+    trainer = make_trainer(fast_dev_run=1)
+    model = CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD}), trainer=trainer)
+    start = [p.detach().clone() for p in _student_params(model)]
+    trainer.fit(model)
+    assert trainer.global_step == 1 and model.teacher_lead_steps == 0
+    assert not all(torch.equal(a, b) for a, b in zip(_student_params(model), start))
+
+
 def test_a_teacher_lead_needs_a_step_limit_and_a_schedule(corpus):
     with pytest.raises(ValueError, match="teacher_lead_steps: must be >= 0"):
         CodertRNNTBPEModel(cfg=tiny_config(corpus, **{"codert.teacher_lead_steps": -1}))

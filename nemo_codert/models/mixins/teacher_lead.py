@@ -17,7 +17,8 @@ tandem from its export: system 4q of ``benchmarks/paper_table.py``). This mixin 
 ``student_only`` baseline for the same student budget: the lead makes the fit N steps longer (``setup`` sets the
 trainer's step limit to the students' steps + N at each fit, before NeMo builds the schedules). ``conf/codert_small.yaml`` ships
 ``teacher_lead_steps: 450`` with ``trainer.max_steps: 1800``: a run of 2250 steps, 1800 of them the students'.
-Where no teacher learns from scratch beside the students, ``parse_codert_config`` skips the lead (logged).
+Where no teacher learns from scratch beside the students, ``parse_codert_config`` skips the lead (logged); so does a
+``trainer.fast_dev_run``, whose few batches would otherwise never run a student.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class TeacherLeadMixin:
 
     @property
     def teacher_lead_steps(self) -> int:
+        trainer = getattr(self, "_trainer", None)
+        # A fast_dev_run is a smoke test of the whole step: with the lead its few batches would be the teacher's alone.
+        if trainer is not None and trainer.fast_dev_run:
+            return 0
         return self.codert.teacher_lead_steps
 
     def _global_step(self) -> Optional[int]:
@@ -66,6 +71,11 @@ class TeacherLeadMixin:
         if stage != "fit":
             return
         lead, students = self.teacher_lead_steps, self._students_steps()
+        if self.codert.teacher_lead_steps and not lead:
+            logging.info(
+                f"CoDERT: trainer.fast_dev_run: the teacher lead ({self.codert.teacher_lead_steps} steps) is skipped, "
+                "so that its batches run the students too"
+            )
         if lead and (students is None or students < 1):
             raise ValueError(
                 f"model.codert.teacher_lead_steps: {lead} needs trainer.max_steps (the students' steps; got "
