@@ -102,8 +102,11 @@ def test_without_a_teacher_that_learns_from_scratch_the_lead_is_skipped_and_the_
     assert parse_codert_config(tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD})).teacher_lead_steps == LEAD
     trainer = make_trainer(max_steps=STEPS)
     cfg = tiny_config(corpus, **{"codert.teacher_lead_steps": LEAD, "codert.mode": "student_only"})
-    trainer.fit(CodertRNNTBPEModel(cfg=cfg, trainer=trainer))
+    model = CodertRNNTBPEModel(cfg=cfg, trainer=trainer)
+    trainer.fit(model)
     assert trainer.global_step == STEPS
+    # The config the run saves (hparams.yaml, checkpoints) says what ran; the user's config is left as it was.
+    assert model.cfg.codert.teacher_lead_steps == 0 and cfg.codert.teacher_lead_steps == LEAD
 
 
 def test_a_fast_dev_run_skips_the_lead_so_that_its_step_trains_the_students(corpus):

@@ -97,6 +97,12 @@ class CodertRNNTBPEModel(
         cfg = model_utils.convert_model_config_to_dict_config(cfg)
         cfg = model_utils.maybe_update_config_version(cfg)
         codert = parse_codert_config(cfg)
+        if (cfg.get("codert") or {}).get("teacher_lead_steps", 0) != codert.teacher_lead_steps:
+            # A lead skipped (logged by parse_codert_config): the saved config (hparams.yaml, checkpoints, the .nemo)
+            # says what ran, not the shipped 450 this run never trained.
+            cfg = copy.deepcopy(cfg)
+            with open_dict(cfg):
+                cfg.codert.teacher_lead_steps = codert.teacher_lead_steps
         cfg, student_names = resolve_students(cfg, codert)
 
         restoring = self._is_model_being_restored()
