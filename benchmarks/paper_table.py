@@ -1310,8 +1310,10 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
     bars.set_ylabel("test WER (unseen voices and sentences)")
     bars.set_title(f"Deployed model, {len(s.seeds)} seeds (bars: mean +- sd, dots: seeds)")
     for name, colour in (("student_only", "#c44"), ("codert", "#27a")):
-        by_seed = rows[name]["dev_wer"]
-        steps = [p["step"] for p in next(iter(by_seed.values()))]
+        # On the students' steps: a lead system's first steps are its teacher's alone (validated, students untrained).
+        lead = round(s.steps * BY_NAME[name].teacher_lead)
+        by_seed = {seed: [p for p in curve if p["step"] > lead] for seed, curve in rows[name]["dev_wer"].items()}
+        steps = [p["step"] - lead for p in next(iter(by_seed.values()))]
         if not steps:
             continue
         table = [[p["student"] for p in curve] for curve in by_seed.values()]
@@ -1320,7 +1322,7 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
         curves.fill_between(
             steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2
         )
-    curves.set_xlabel("training step")
+    curves.set_xlabel("students' training step (after a lead system's lead)")
     curves.set_ylabel("dev WER (student)")
     curves.set_title("Dev WER during training (line: mean, band: min-max over seeds)")
     curves.legend(fontsize=8)
