@@ -6,9 +6,11 @@
 
 A thin driver over ``paper_table.py`` with ``--config codert_streaming`` (every argument but ``--results-dir`` and
 ``--work-dir`` is the table's): system 1 is the streaming student alone, 2 the full-context teacher alone, 4 CoDERT
-(the full-context teacher and the streaming student in tandem, with the config's ``kd_frame_shift: 2``: the
-student's frame t learns from the teacher's frame t - 2, as a streaming student cannot see the future the teacher
-saw) and 4z the same with the frames paired one to one (``kd_frame_shift: 0``).
+as ``codert_streaming`` ships it (the full-context teacher alone for a quarter of the steps, then the teacher and
+the streaming student in tandem, with the config's ``kd_frame_shift: 2``: the student's frame t learns from the
+teacher's frame t - 2, as a streaming student cannot see the future the teacher saw) and 4z the same with the frames
+paired one to one (``kd_frame_shift: 0``). Tables before c5ca03d (``benchmarks/results/streaming.md``) ran 4 and 4z
+tandem from scratch; ``streaming_lead/``'s 4r is today's 4.
 Test WER is the exported student's offline decoding, which ``tests/test_streaming.py`` shows equal to its cache-aware
 streaming output. The latency columns come from the student's config: a chunk of ``right + 1`` encoder frames is
 emitted at once, after its last frame's audio has arrived; the first frame of a chunk sees ``right`` frames ahead.
