@@ -1324,7 +1324,7 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
             continue
         table = [[p["student"] for p in curve] for curve in by_seed.values()]
         mean = [statistics.fmean(col) for col in zip(*table)]
-        curves.plot(steps, mean, color=colour, marker="o", label=rows[name]["label"])
+        curves.plot(steps, mean, color=colour, marker="o", label=rows[name]["label"].split(":")[0])
         curves.fill_between(
             steps, [min(c) for c in zip(*table)], [max(c) for c in zip(*table)], color=colour, alpha=0.2
         )
