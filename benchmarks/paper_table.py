@@ -105,6 +105,10 @@ class System:
                 f"System {self.name}: teacher_lead is a tandem run's own head start, not a warm teacher's"
             )
 
+    def lead_steps(self, table_steps: int) -> int:
+        """The run's teacher lead (model.codert.teacher_lead_steps) in a table of ``table_steps`` students' steps."""
+        return round(table_steps * self.teacher_lead)
+
     @property
     def learns_from_teacher_file(self) -> bool:
         """Whether the run needs a teacher .nemo (its spec's teacher_nemo): frozen, cached, or a warm start."""
@@ -633,7 +637,7 @@ def system_config(
         cfg.trainer.val_check_interval = settings.val_every  # what the worker's trainer runs (and the key holds)
         c = cfg.model.codert
         if system.teacher_lead:  # the run is the lead longer than trainer.max_steps, the table's student steps
-            c.teacher_lead_steps = round(settings.steps * system.teacher_lead)
+            c.teacher_lead_steps = system.lead_steps(settings.steps)
         c.mode = system.mode
         if system.kd_weight is not None:
             c.kd_weight = system.kd_weight
@@ -1317,7 +1321,7 @@ def plot(summary: Dict[str, Any], path: Path) -> None:
     bars.set_title(f"Deployed model, {len(s.seeds)} seeds (bars: mean +- sd, dots: seeds)")
     for name, colour in (("student_only", "#c44"), ("codert", "#27a")):
         # On the students' steps: a lead system's first steps are its teacher's alone (validated, students untrained).
-        lead = round(s.steps * BY_NAME[name].teacher_lead)
+        lead = BY_NAME[name].lead_steps(s.steps)
         by_seed = {seed: [p for p in curve if p["step"] > lead] for seed, curve in rows[name]["dev_wer"].items()}
         steps = [p["step"] - lead for p in next(iter(by_seed.values()))]
         if not steps:
